@@ -1,0 +1,1 @@
+"""Where models come from: embedded world models, local diffusers directories, hub ids, single-file checkpoints."""

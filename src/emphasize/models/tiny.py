@@ -1,0 +1,92 @@
+"""Tiny random-weight diffusers models built from configs: for tests, benchmarks and offline smoke runs.
+
+They use the real CLIP BPE tokenizer, so word-to-token alignment behaves as on Stable Diffusion, and they are
+ordinary diffusers pipelines: `save_pretrained` then `from_pretrained(dir)` reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    in_channels: int = 4  # UNet input channels: 4 for text-to-image, 8 for InstructPix2Pix/InstructDiffusion layout
+    block_out_channels: tuple[int, ...] = (32, 64)  # UNet widths; one down/up block per entry
+    cross_attention_dim: int = 32  # text hidden size seen by the UNet's cross-attention
+    attention_heads: int = 8  # `attention_head_dim` in diffusers' UNet2DConditionModel is really the head count
+    text_layers: int = 2  # CLIP text transformer depth
+    seed: int = 0  # weights are drawn from this seed
+
+
+def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
+    """Build a tiny `StableDiffusionPipeline` (4-channel UNet) or `StableDiffusionInstructPix2PixPipeline` (8).
+
+    Args:
+        config: sizes and seed; the UNet has CrossAttnDownBlock2D/DownBlock2D and the VAE downsamples by 2, so a
+            64x64 image has a 32x32 latent with cross-attention at 32x32 (down 0, up 1) and 16x16 (mid).
+        scheduler: `ddim` or `euler` (any name accepted by `emphasize.sampling.schedulers.make_scheduler`).
+    """
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from emphasize.models.tokenizer import load_clip_tokenizer
+    from emphasize.sampling.schedulers import make_scheduler
+
+    config = config or TinyConfig()
+    torch.manual_seed(config.seed)
+    n = len(config.block_out_channels)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=config.in_channels,
+        out_channels=4,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n - 1),
+        up_block_types=("UpBlock2D",) * (n - 1) + ("CrossAttnUpBlock2D",),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_heads,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=config.cross_attention_dim,
+            intermediate_size=4 * config.cross_attention_dim,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    parts = dict(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=load_clip_tokenizer(),
+        scheduler=make_scheduler(scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    cls = StableDiffusionInstructPix2PixPipeline if config.in_channels == 8 else StableDiffusionPipeline
+    return cls(**parts)

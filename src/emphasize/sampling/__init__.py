@@ -1,0 +1,1 @@
+"""Compact denoising loops over diffusers components (unet, vae, text encoder, scheduler)."""
