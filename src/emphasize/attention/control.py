@@ -1,0 +1,98 @@
+"""Install capture processors on a UNet's cross-attention layers, and always restore the originals.
+
+`capture_attention` is the only place that touches processors. It goes through diffusers' public
+`attn_processors` / `set_attn_processor` with a dict keyed by processor name, selects cross-attention layers by the
+`Attention.is_cross_attention` attribute (never by class name), and restores the user's processors in `finally`,
+also on an exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from emphasize.attention.store import AttentionStore
+
+
+@dataclass
+class AttentionController:
+    """Mutable per-pass state shared by all capture processors of one UNet.
+
+    The sampler sets these fields before each UNet call: which batch rows to record (the conditional-text rows),
+    whether to keep their graph for a loss, whether to add them to the running statistics, and an optional
+    prompt-to-prompt per-token scale applied to chosen rows after the softmax.
+    """
+
+    store: AttentionStore = field(default_factory=AttentionStore)
+    record_rows: tuple[int, ...] = ()  # batch rows whose maps are recorded; () records nothing
+    keep_pass: bool = False  # keep this pass's maps (with autograd graph) for a loss
+    keep_running: bool = False  # add this pass's maps to the running statistics (reporting)
+    token_scale: torch.Tensor | None = None  # (T,) multiplier on post-softmax probabilities (reweight), or None
+    scale_rows: tuple[int, ...] = ()  # batch rows the token scale applies to
+
+    def on_probs(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
+        """Record and optionally rescale `(B*heads, HW, T)` probabilities; returns the probabilities to use."""
+        batch = probs.shape[0] // heads
+        per_row = probs.view(batch, heads, *probs.shape[1:])  # (B, heads, HW, T)
+        if self.record_rows and (self.keep_pass or self.keep_running):
+            self.store.record(per_row[list(self.record_rows)], heads, self.keep_pass, self.keep_running)
+        if self.token_scale is None or not self.scale_rows:
+            return probs
+        row_scale = torch.ones(batch, 1, 1, 1, dtype=probs.dtype, device=probs.device)
+        row_scale[list(self.scale_rows)] = 0
+        token_scale = self.token_scale.to(probs)
+        # rows in scale_rows get probs * token_scale, the others are unchanged (no renormalisation, as in P2P)
+        scaled = per_row * (row_scale + (1 - row_scale) * token_scale.view(1, 1, 1, -1))
+        return scaled.view_as(probs)
+
+    def set_pass(
+        self, rows: tuple[int, ...] = (), keep_pass: bool = False, keep_running: bool = False
+    ) -> AttentionController:
+        """Configure the next UNet pass (and clear the previous pass's maps)."""
+        self.store.reset()
+        self.record_rows, self.keep_pass, self.keep_running = rows, keep_pass, keep_running
+        return self
+
+
+def cross_attention_layers(unet) -> list[str]:
+    """Processor names (keys of `unet.attn_processors`) of the UNet's cross-attention layers."""
+    from diffusers.models.attention_processor import Attention
+
+    return [
+        f"{name}.processor"
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and module.is_cross_attention
+    ]
+
+
+@contextlib.contextmanager
+def capture_attention(unet, controller: AttentionController | None = None) -> Iterator[AttentionController]:
+    """Install `AttentionCaptureProcessor` on every cross-attention layer for the duration of the block.
+
+    Args:
+        unet: a diffusers `UNet2DConditionModel` (any model with `attn_processors` / `set_attn_processor`).
+        controller: shared pass state; a fresh one when None.
+
+    Raises:
+        ValueError: when the UNet has no cross-attention layers.
+    """
+    from emphasize.attention.processor import AttentionCaptureProcessor
+
+    controller = controller or AttentionController()
+    originals = dict(unet.attn_processors)
+    layers = set(cross_attention_layers(unet))
+    if not layers:
+        raise ValueError(f"{type(unet).__name__} has no cross-attention layers to capture")
+    installed = {
+        name: AttentionCaptureProcessor(controller, name) if name in layers else proc
+        for name, proc in originals.items()
+    }
+    unet.set_attn_processor(installed)
+    try:
+        yield controller
+    finally:
+        unet.set_attn_processor(originals)
+        controller.store.reset()
