@@ -1,0 +1,116 @@
+"""Classifier-free guidance batches and rules: text-to-image CFG, InstructPix2Pix's and InstructDiffusion's
+three-branch rules. A `GuidedBatch` says what the UNet sees in one guided pass and how its outputs combine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+GUIDANCE_RULES = ("ip2p", "instructdiffusion")
+
+
+@dataclass(frozen=True)
+class GuidedBatch:
+    """One classifier-free-guidance pass: R rows of text (and image) conditions and how to combine predictions."""
+
+    embeds: torch.Tensor  # (R, 77, D) text condition of each row
+    image_latents: torch.Tensor | None  # (R, 4, h, w) image condition concatenated on channels, or None (t2i)
+    rule: str  # "cfg", "ip2p" or "instructdiffusion"
+    text_scale: float  # s_T (the CFG scale for t2i)
+    image_scale: float = 1.0  # s_I (editing only)
+    cond_row: int = 0  # the row with full text (and image) condition: loss pass and attention reporting
+    text_rows: tuple[int, ...] = (0,)  # rows conditioned on the (weighted) text: prompt-to-prompt reweighting
+
+    def unet_input(self, scaled: torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input and text condition for `rows` (all rows when None) from scaled latents `(1, 4, h, w)`."""
+        rows = rows if rows is not None else slice(None)
+        embeds = self.embeds[rows]
+        x = scaled.expand(embeds.shape[0], *scaled.shape[1:])
+        if self.image_latents is not None:
+            x = torch.cat([x, self.image_latents[rows].to(x)], dim=1)  # (R, 8, h, w): noisy latent + image
+        return x, embeds
+
+    def conditional(self) -> GuidedBatch:
+        """The single fully conditional row (the loss pass of A&E-style guidance)."""
+        return GuidedBatch(
+            embeds=self.embeds[self.cond_row : self.cond_row + 1],
+            image_latents=None
+            if self.image_latents is None
+            else self.image_latents[self.cond_row : self.cond_row + 1],
+            rule="none",
+            text_scale=1.0,
+        )
+
+    def combine(self, eps: torch.Tensor) -> torch.Tensor:
+        """Combine `(R, 4, h, w)` predictions into one guided prediction `(1, 4, h, w)`."""
+        if self.rule == "none":
+            return eps
+        if self.rule == "cfg":  # rows: (uncond, cond)
+            uncond, cond = eps.chunk(2)
+            return uncond + self.text_scale * (cond - uncond)
+        if self.rule == "ip2p":  # rows: (c_T c_I, 0_T c_I, 0_T 0_I); diffusers' InstructPix2Pix formula
+            text, image, uncond = eps.chunk(3)
+            return uncond + self.text_scale * (text - image) + self.image_scale * (image - uncond)
+        if self.rule == "instructdiffusion":  # rows: (c_T c_I, 0_T c_I, c_T 0_I); edit_cli.py CFGDenoiser
+            full, image_only, text_only = eps.chunk(3)
+            base = 0.5 * (image_only + text_only)
+            return base + self.text_scale * (full - image_only) + self.image_scale * (full - text_only)
+        raise ValueError(f"unknown guidance rule {self.rule!r}")
+
+
+def text_to_image_batch(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> GuidedBatch:
+    """Stable Diffusion CFG: rows (unconditional, conditional); `eps = e_u + s (e_c - e_u)`."""
+    return GuidedBatch(
+        embeds=torch.cat([uncond, cond]),
+        image_latents=None,
+        rule="cfg",
+        text_scale=guidance_scale,
+        cond_row=1,
+        text_rows=(1,),
+    )
+
+
+def edit_batch(
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    image_latents: torch.Tensor,
+    rule: str,
+    text_scale: float,
+    image_scale: float,
+) -> GuidedBatch:
+    """Instruction editing with InstructPix2Pix's or InstructDiffusion's three-branch guidance.
+
+    Args:
+        cond, uncond: `(1, 77, D)` instruction and empty-prompt embeddings.
+        image_latents: `(1, 4, h, w)` unscaled VAE posterior mode of the input image.
+        rule: "ip2p": `e_u + s_T (e(c_T,c_I) - e(0,c_I)) + s_I (e(0,c_I) - e_u)`;
+            "instructdiffusion": `0.5 (e(0,c_I) + e(c_T,0)) + s_T (e(c_T,c_I) - e(0,c_I))
+            + s_I (e(c_T,c_I) - e(c_T,0))`.
+        text_scale, image_scale: s_T and s_I.
+    """
+    if rule not in GUIDANCE_RULES:
+        raise ValueError(f"unknown guidance rule {rule!r}; choose one of {', '.join(GUIDANCE_RULES)}")
+    zeros = torch.zeros_like(image_latents)
+    if rule == "ip2p":
+        embeds, images, text_rows = (
+            torch.cat([cond, uncond, uncond]),
+            torch.cat([image_latents, image_latents, zeros]),
+            (0,),
+        )
+    else:
+        embeds, images, text_rows = (
+            torch.cat([cond, uncond, cond]),
+            torch.cat([image_latents, image_latents, zeros]),
+            (0, 2),
+        )
+    return GuidedBatch(
+        embeds=embeds,
+        image_latents=images,
+        rule=rule,
+        text_scale=text_scale,
+        image_scale=image_scale,
+        cond_row=0,
+        text_rows=text_rows,
+    )
