@@ -363,3 +363,21 @@ def test_round_trip_on_generated_prompts(prompt):
     written = format_weighted(parsed)
     assert parse_prompt(written) == parsed
     assert format_weighted(parse_prompt(written)) == written
+
+
+def test_numpy_weights_are_accepted():
+    np = pytest.importorskip("numpy")
+    prompt = weighted_prompt_from_words("a cat", {"cat": np.float32(2.0)})
+    assert prompt.spans[0].weight == 2.0 and type(prompt.spans[0].weight) is float
+
+
+def test_prompts_module_imports_only_the_standard_library():
+    import ast
+    import sys
+
+    import emphasize.prompts
+
+    tree = ast.parse(open(emphasize.prompts.__file__, encoding="utf-8").read())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m.split(".")[0] for m in modules} <= set(sys.stdlib_module_names) | {"__future__"}

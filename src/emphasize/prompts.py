@@ -9,17 +9,17 @@ Syntax (AUTOMATIC1111 and compel, the conventions people already type):
     (words)       words x 1.1                          A1111
     [words]       words / 1.1                          A1111
     (words)1.3    words x 1.3                          compel
-    (words)+      words x 1.1, `(words)++` x 1.21      compel (a bare `(words)` is x 1.1 as in A1111, not x 1.1^2)
+    (words)+      words x 1.1, `(words)++` x 1.21      compel (the suffix replaces the 1.1 of `( )`, so not 1.21)
     (words)-      words x 0.9, `(words)--` x 0.81      compel
     word+         word x 1.1, `word++` x 1.21          compel
     word-         word x 0.9, `word--` x 0.81          compel
-    \\( \\) \\[ \\] \\: \\+ \\- \\| \\\\      the character itself, literally
+    \\( \\) \\[ \\] \\: \\+ \\- \\| \\\\      the character itself, literally (any other backslash is literal)
 
 Rules, precisely:
 - Nesting multiplies: `((cat))` is 1.21; `(a (b:1.5):1.2)` gives `a` 1.2 and `b` 1.8; `(big cat+)` gives `big` 1.1
   and `cat` 1.21.
-- `(words:w)`: the first unescaped `:` directly inside a `( )` starts the weight; only a number (optional spaces
-  around it) may follow before the `)`. The number is a plain decimal, optionally with an exponent (`1.5`, `.5`,
+- `(words:w)`: an unescaped `:` whose innermost open bracket is `(` starts the weight; only a number (optional
+  spaces around it) may follow before the `)`. The number is a plain decimal, optionally with an exponent (`1.5`, `.5`,
   `2`, `1e-3`). Write `\\:` for a literal colon inside parentheses; outside any bracket `:` is ordinary text.
 - `(words)N` (compel): a number written directly after the `)` of a group without `:w` is that group's weight; it
   must not run into a letter (`(cat)2nd` is an error). After `(words:w)` or `[words]` a number is ordinary text.
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class WeightedSpan:
             raise ValueError(f"span [{self.start}, {self.end}) of {self.text!r} must satisfy 0 <= start < end")
         if len(self.text) != self.end - self.start:
             raise ValueError(f"span text {self.text!r} has {len(self.text)} characters, not end - start")
-        _check_weight(self.weight, f"of {self.text!r}")
+        object.__setattr__(self, "weight", _check_weight(self.weight, f"of {self.text!r}"))
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def _format_weight(weight: float) -> str:
 
 
 def _check_weight(weight: float, what: str) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, int | float):
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
         raise ValueError(f"weight {what} must be a number, got {weight!r}")
     if not math.isfinite(weight) or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
         raise ValueError(f"weight {weight!r} {what} must be a finite number in [{MIN_WEIGHT:g}, {MAX_WEIGHT:g}]")
