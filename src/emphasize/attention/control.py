@@ -82,10 +82,10 @@ def capture_attention(unet, controller: AttentionController | None = None) -> It
     from emphasize.attention.processor import AttentionCaptureProcessor
 
     controller = controller or AttentionController()
-    originals = dict(unet.attn_processors)
     layers = set(cross_attention_layers(unet))
     if not layers:
         raise ValueError(f"{type(unet).__name__} has no cross-attention layers to capture")
+    originals = dict(unet.attn_processors)
     installed = {
         name: AttentionCaptureProcessor(controller, name) if name in layers else proc
         for name, proc in originals.items()

@@ -1,0 +1,340 @@
+"""The two-line API: add word weights to your own diffusers pipeline.
+
+    pipe = StableDiffusionPipeline.from_pretrained("runwayml/stable-diffusion-v1-5")
+    result = emphasize.generate(pipe, "a (cat:1.8) and a (frog:0.6)", method="importance")
+
+`pipe` may be any object with diffusers' component attributes (`unet`, `vae`, `text_encoder`, `tokenizer`,
+`scheduler`); its modules are used as they are and its attention processors are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from PIL import Image, ImageOps
+
+from emphasize.attention.control import AttentionController, capture_attention
+from emphasize.config import (
+    AttendExciteConfig,
+    EditSamplingConfig,
+    EmbedConfig,
+    ImportanceConfig,
+    MethodConfig,
+    ReweightConfig,
+    SamplingConfig,
+    method_config,
+)
+from emphasize.embedding import weight_embeddings
+from emphasize.guidance import attention_guidance, frozen_parameters
+from emphasize.losses import LOSSES
+from emphasize.optimize import GuidanceDiagnostics
+from emphasize.prompts import WeightedPrompt, parse_prompt
+from emphasize.report import attention_heatmaps, attention_shares
+from emphasize.sampling.common import (
+    decode_latents,
+    encode_image_condition,
+    encode_prompt,
+    latent_size,
+    pil_to_tensor,
+    tensor_to_pil,
+    vae_scale_factor,
+)
+from emphasize.sampling.denoise import denoise
+from emphasize.sampling.guidance_rules import GuidedBatch, edit_batch, text_to_image_batch
+from emphasize.tokens import TokenGroup, align_spans, token_weight_vector
+
+
+@dataclass
+class Result:
+    """One generated or edited image with what was measured while making it."""
+
+    image: Image.Image  # the output image
+    latents: torch.Tensor  # (1, 4, h, w) final latents
+    report: dict  # method, seed, steps, seconds, words (text, weight, tokens, attention_share), guidance log
+    heatmaps: torch.Tensor | None = None  # (G, h, w) per-word attention at latent size, in [0, 1]
+    groups: list[TokenGroup] = field(default_factory=list)  # the weighted words and their token positions
+
+
+def size_multiple(pipe) -> int:
+    """Image sizes must be multiples of this: the VAE factor times the UNet's total downsampling."""
+    return vae_scale_factor(pipe.vae) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
+
+def _check_size(pipe, height: int, width: int) -> None:
+    m = size_multiple(pipe)
+    for name, value in (("height", height), ("width", width)):
+        if value <= 0 or value % m:
+            raise ValueError(f"{name}={value} must be a positive multiple of {m} for this model")
+
+
+def initial_noise(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
+    """Unit Gaussian latents drawn on CPU from `seed` (identical on every device)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def _num_tokens(tokenizer, text: str) -> int:
+    """Prompt tokens without SOT/EOT, within the model's context."""
+    ids = tokenizer(text, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    return len(ids) - 2
+
+
+def _conditional_embeds(pipe, text: str, groups: list[TokenGroup], config: MethodConfig) -> torch.Tensor:
+    cond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [text])
+    if isinstance(config, EmbedConfig) and groups:
+        weights = torch.tensor(token_weight_vector(groups, cond.shape[1]))
+        cond = weight_embeddings(cond, weights, config.mean_restore)
+    return cond
+
+
+def _run(
+    pipe,
+    prompt: WeightedPrompt,
+    groups: list[TokenGroup],
+    batch: GuidedBatch,
+    method: str,
+    config: MethodConfig,
+    *,
+    noise: torch.Tensor,
+    steps: int,
+    record_attention: bool,
+    progress: bool,
+) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+    """Sample with the method; returns final latents, the method part of the report, and heatmaps."""
+    unet, scheduler = pipe.unet, pipe.scheduler
+    latent_hw = tuple(noise.shape[-2:])
+    num_tokens = _num_tokens(pipe.tokenizer, prompt.text)
+    weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
+    diagnostics = GuidanceDiagnostics()
+    guided = isinstance(config, AttendExciteConfig | ImportanceConfig) and bool(groups)
+    if isinstance(config, ImportanceConfig):
+        guided = guided and bool((weights != 1).any())  # all weights 1: exactly plain sampling
+    if isinstance(config, AttendExciteConfig) and not groups:
+        raise ValueError("attend-excite needs at least one marked word, e.g. 'a (cat) and a (frog)'")
+    reweight = isinstance(config, ReweightConfig) and bool(groups)
+    capture = guided or reweight or record_attention
+
+    controller = AttentionController() if capture else None
+    pre_step = None
+    if guided:
+        if isinstance(config, AttendExciteConfig):  # each token of the marked words is one subject token
+            loss_groups = [(i,) for g in groups for i in g.token_indices]
+            loss_weights, refine = torch.ones(len(loss_groups)), None
+        else:
+            loss_groups, loss_weights = [g.token_indices for g in groups], weights
+            refine = [k for k, g in enumerate(groups) if g.weight > 1]
+        pre_step = attention_guidance(
+            unet,
+            scheduler,
+            batch,
+            controller,
+            groups=loss_groups,
+            weights=loss_weights,
+            loss_fn=LOSSES["attend-excite" if isinstance(config, AttendExciteConfig) else "importance"],
+            loss_config=config.loss,
+            schedule=config.schedule,
+            attention_factor=config.attention_factor,
+            num_tokens=num_tokens,
+            steps=steps,
+            latent_hw=latent_hw,
+            refine_groups=refine,
+            diagnostics=diagnostics,
+        )
+    if reweight:
+        controller.token_scale = torch.tensor(token_weight_vector(groups, batch.embeds.shape[1]))
+        reweight_steps = round(config.stop * steps)
+
+        def pre_step(latents, i, t):  # noqa: F811 - reweight has no latent optimization, only a window
+            controller.scale_rows = batch.text_rows if i < reweight_steps else ()
+            return latents
+
+    with contextlib.ExitStack() as stack:
+        if capture:
+            stack.enter_context(capture_attention(unet, controller))
+        if guided:
+            stack.enter_context(frozen_parameters(unet))
+        latents = denoise(
+            unet, scheduler, batch, noise, steps=steps, controller=controller, pre_step=pre_step, progress=progress
+        )
+        shares, heatmaps = None, None
+        if record_attention and groups:
+            shares = attention_shares(controller.store, [g.token_indices for g in groups], num_tokens)
+            heatmaps = attention_heatmaps(controller.store, [g.token_indices for g in groups], latent_hw)
+    words = [
+        dict(text=g.text, weight=g.weight, tokens=list(g.token_indices), attention_share=None if shares is None else s)
+        for g, s in zip(groups, shares or [None] * len(groups), strict=True)
+    ]
+    report = dict(
+        method=method,
+        config=asdict(config),
+        words=words,
+        guidance=dict(
+            steps=[asdict(d) for d in diagnostics.steps],
+            stopped_early=diagnostics.stopped_early,
+        ),
+    )
+    return latents, report, heatmaps
+
+
+def _prepare_prompt(pipe, prompt: str | WeightedPrompt) -> tuple[WeightedPrompt, list[TokenGroup]]:
+    weighted = parse_prompt(prompt) if isinstance(prompt, str) else prompt
+    return weighted, align_spans(pipe.tokenizer, weighted)
+
+
+@torch.no_grad()
+def generate(
+    pipe,
+    prompt: str | WeightedPrompt,
+    *,
+    method: str = "importance",
+    config: MethodConfig | None = None,
+    sampling: SamplingConfig | None = None,
+    record_attention: bool = True,
+    progress: bool = False,
+) -> Result:
+    """Text-to-image with word weights.
+
+    Args:
+        pipe: a `StableDiffusionPipeline` (or any object with its components).
+        prompt: a weighted prompt, e.g. `"a (red:1.5) circle and a [blue] square"`, or a parsed `WeightedPrompt`.
+        method: "plain", "attend-excite", "importance", "reweight" or "embed".
+        config: the method's config (its defaults when None).
+        sampling: steps, CFG scale, size, seed, negative prompt.
+        record_attention: capture attention during sampling to report each word's attention share and heatmap.
+        progress: show a progress bar.
+    """
+    start = time.perf_counter()
+    config = method_config(method, config)
+    sampling = sampling or SamplingConfig()
+    weighted, groups = _prepare_prompt(pipe, prompt)
+    default = pipe.unet.config.sample_size * vae_scale_factor(pipe.vae)
+    height = sampling.height or default
+    width = sampling.width or height
+    _check_size(pipe, height, width)
+    h, w = latent_size(pipe.vae, height, width)
+    dtype, device = pipe.unet.dtype, pipe.unet.device
+
+    cond = _conditional_embeds(pipe, weighted.text, groups, config)
+    uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [sampling.negative_prompt])
+    batch = text_to_image_batch(cond.to(dtype), uncond.to(dtype), sampling.guidance_scale)
+    noise = initial_noise(sampling.seed, (1, pipe.unet.config.out_channels, h, w), device, dtype)
+    latents, report, heatmaps = _run(
+        pipe,
+        weighted,
+        groups,
+        batch,
+        method,
+        config,
+        noise=noise,
+        steps=sampling.steps,
+        record_attention=record_attention,
+        progress=progress,
+    )
+    image = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
+    report = dict(
+        prompt=prompt if isinstance(prompt, str) else weighted.text,
+        text=weighted.text,
+        seed=sampling.seed,
+        steps=sampling.steps,
+        height=height,
+        width=width,
+        guidance_scale=sampling.guidance_scale,
+        negative_prompt=sampling.negative_prompt,
+        scheduler=type(pipe.scheduler).__name__,
+        **report,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
+
+
+def fit_image(image: Image.Image, multiple: int, height: int | None, width: int | None) -> Image.Image:
+    """Resize/crop an input image to the working size (InstructDiffusion's `ImageOps.fit`, LANCZOS).
+
+    Without an explicit size, each side is rounded down to `multiple` (at least one multiple).
+    """
+    image = image.convert("RGB")
+    width = width or max(multiple, image.width // multiple * multiple)
+    height = height or max(multiple, image.height // multiple * multiple)
+    if (image.width, image.height) == (width, height):
+        return image
+    return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+
+
+@torch.no_grad()
+def edit(
+    pipe,
+    image: Image.Image,
+    instruction: str | WeightedPrompt,
+    *,
+    method: str = "importance",
+    config: MethodConfig | None = None,
+    sampling: EditSamplingConfig | None = None,
+    record_attention: bool = True,
+    progress: bool = False,
+) -> Result:
+    """Instruction editing with word weights (InstructPix2Pix / InstructDiffusion: an 8-channel UNet).
+
+    Args:
+        pipe: a `StableDiffusionInstructPix2PixPipeline` (or any object with its components); InstructDiffusion
+            checkpoints load into the same layout.
+        image: the input image (RGB); fit to the working size.
+        instruction: weighted instruction, e.g. `"encircle the man's (left shoulder:2) in red"`.
+        method: "plain", "attend-excite", "importance", "reweight" or "embed".
+        config: the method's config (its defaults when None).
+        sampling: steps, guidance rule and scales, working size, seed.
+        record_attention: capture attention to report each word's attention share and heatmap.
+        progress: show a progress bar.
+    """
+    start = time.perf_counter()
+    config = method_config(method, config)
+    sampling = sampling or EditSamplingConfig()
+    if pipe.unet.config.in_channels != 2 * pipe.unet.config.out_channels:
+        raise ValueError(
+            f"editing needs an image-conditioned UNet (in_channels = 2 x out_channels), this one has "
+            f"in_channels={pipe.unet.config.in_channels}"
+        )
+    weighted, groups = _prepare_prompt(pipe, instruction)
+    fitted = fit_image(image, size_multiple(pipe), sampling.height, sampling.width)
+    _check_size(pipe, fitted.height, fitted.width)
+    h, w = latent_size(pipe.vae, fitted.height, fitted.width)
+    dtype, device = pipe.unet.dtype, pipe.unet.device
+
+    cond = _conditional_embeds(pipe, weighted.text, groups, config)
+    uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [""])
+    image_latents = encode_image_condition(pipe.vae, pil_to_tensor(fitted).to(device=device, dtype=pipe.vae.dtype))
+    text_scale, image_scale = sampling.scales
+    batch = edit_batch(
+        cond.to(dtype), uncond.to(dtype), image_latents.to(dtype), sampling.guidance_rule, text_scale, image_scale
+    )
+    noise = initial_noise(sampling.seed, (1, pipe.unet.config.out_channels, h, w), device, dtype)
+    latents, report, heatmaps = _run(
+        pipe,
+        weighted,
+        groups,
+        batch,
+        method,
+        config,
+        noise=noise,
+        steps=sampling.steps,
+        record_attention=record_attention,
+        progress=progress,
+    )
+    out = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
+    report = dict(
+        instruction=instruction if isinstance(instruction, str) else weighted.text,
+        text=weighted.text,
+        seed=sampling.seed,
+        steps=sampling.steps,
+        height=fitted.height,
+        width=fitted.width,
+        guidance_rule=sampling.guidance_rule,
+        text_scale=text_scale,
+        image_scale=image_scale,
+        scheduler=type(pipe.scheduler).__name__,
+        **report,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return Result(image=out, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
