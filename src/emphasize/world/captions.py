@@ -100,7 +100,8 @@ def format_caption(spec: CaptionSpec) -> str:
             raise ValueError(f"a relation needs exactly two objects, subject 0 and object 1 (or reverse), got {rel}")
         if rel.relation not in RELATION_TEXT:
             raise ValueError(f"unknown relation {rel.relation!r}; valid: {', '.join(RELATIONS)}")
-        return f"{_single(spec.objects[rel.subject])} {RELATION_TEXT[rel.relation]} {_single(spec.objects[rel.object])}"
+        subject, obj = _single(spec.objects[rel.subject]), _single(spec.objects[rel.object])
+        return f"{subject} {RELATION_TEXT[rel.relation]} {obj}"
     phrases = []
     for o, n in _groups(spec.objects):
         if n == 1:
@@ -198,9 +199,7 @@ def spec_to_dict(spec: CaptionSpec) -> dict:
     rel = spec.relation
     return {
         "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size} for o in spec.objects],
-        "relation": None
-        if rel is None
-        else {"subject": rel.subject, "relation": rel.relation, "object": rel.object},
+        "relation": None if rel is None else {"subject": rel.subject, "relation": rel.relation, "object": rel.object},
     }
 
 
