@@ -194,8 +194,8 @@ def optimize_initial_latent(
             loss = per_image.mean()
         value = float(loss.detach())
         report.losses.append(value)
-        report.global_distances.append(float(global_distance.mean()))
-        report.crop_distances.append(float(crop_distance.mean()))
+        report.global_distances.append(float(global_distance.detach().mean()))
+        report.crop_distances.append(float(crop_distance.detach().mean()))
         report.boxes.append(list(boxes))
 
         # 6. keep the best latent; stop on a non-finite loss
