@@ -41,10 +41,10 @@ _EXPORTS: dict[str, str] = {
     "scene_from_dict": "scene",
     "scene_to_dict": "scene",
     # rendering
-    "blend_mask": "render",
-    "draw_ring": "render",
-    "object_masks": "render",
-    "render": "render",
+    "blend_mask": "rendering",
+    "draw_ring": "rendering",
+    "object_masks": "rendering",
+    "render": "rendering",
     # captions
     "CaptionSpec": "captions",
     "ObjectSpec": "captions",
@@ -70,9 +70,9 @@ _EXPORTS: dict[str, str] = {
     "sample_t2i": "tasks",
     "sample_task": "tasks",
     # detector
-    "Detection": "detect",
-    "DetectorConfig": "detect",
-    "detect": "detect",
+    "Detection": "detector",
+    "DetectorConfig": "detector",
+    "detect": "detector",
     # metrics
     "PSNR_CAP": "metrics",
     "MetricConfig": "metrics",
@@ -186,7 +186,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
         spec_from_dict,
         spec_to_dict,
     )
-    from .detect import Detection, DetectorConfig, detect  # noqa: F401
+    from .detector import Detection, DetectorConfig, detect  # noqa: F401
     from .gallery import make_gallery  # noqa: F401
     from .metrics import (  # noqa: F401
         PSNR_CAP,
@@ -205,7 +205,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from .palette import BACKGROUND, COLOUR_NAMES, COLOURS, colour_rgb, nearest_colour  # noqa: F401
     from .records import t2i_from_record, t2i_record, task_from_record, task_record  # noqa: F401
     from .refer import Reference, reference_text, references, resolve  # noqa: F401
-    from .render import blend_mask, draw_ring, object_masks, render  # noqa: F401
+    from .rendering import blend_mask, draw_ring, object_masks, render  # noqa: F401
     from .scene import (  # noqa: F401
         RELATIONS,
         SIZES,

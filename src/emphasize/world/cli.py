@@ -84,7 +84,7 @@ def cmd_sample(args) -> int:
     from pathlib import Path
 
     from .records import item_id, item_seed, jsonl_text, save_png, t2i_record, task_record
-    from .render import check_size
+    from .rendering import check_size
     from .tasks import KINDS, sample_t2i, sample_task
 
     if args.task not in TASK_NAMES:
@@ -195,7 +195,7 @@ def cmd_gallery(args) -> int:
 
     from .gallery import make_gallery
     from .records import atomic_write_bytes
-    from .render import check_size
+    from .rendering import check_size
 
     check_size(args.size)
     if args.seed < 0:

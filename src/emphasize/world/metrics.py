@@ -42,9 +42,9 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from .captions import CaptionSpec, ObjectSpec
-from .detect import Detection, DetectorConfig, as_rgb, detect
+from .detector import Detection, DetectorConfig, as_rgb, detect
 from .palette import colour_rgb
-from .render import object_masks
+from .rendering import object_masks
 from .scene import SceneObject, relation_holds
 
 PSNR_CAP = 100.0

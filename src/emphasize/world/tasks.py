@@ -23,7 +23,7 @@ from scipy import ndimage
 from .captions import CaptionSpec, caption, scene_spec
 from .palette import colour_distance
 from .refer import Reference, reference_text, references, sample_reference
-from .render import blend_mask, check_size, draw_ring, object_masks, render, render_float, to_uint8
+from .rendering import blend_mask, check_size, draw_ring, object_masks, render, render_float, to_uint8
 from .scene import (
     SIZES,
     Scene,

@@ -218,7 +218,7 @@ def colour_labels(image: np.ndarray, config: DetectorConfig | None = None) -> tu
     bg = estimate_background(image, config.border)
     d = img - bg  # (N, 3)
     delta = PALETTE - bg  # (K, 3)
-    norm2 = (delta * delta).sum(1)  # (K,)
+    norm2 = np.maximum((delta * delta).sum(1), 1.0)  # (K,); a colour equal to the background is never found
     d2 = (d * d).sum(1)  # (N,)
     # a pixel this close to the background cannot be half way to any colour
     cand = np.flatnonzero(d2 >= (config.fg_alpha * np.sqrt(norm2.min())) ** 2 * 0.99)
@@ -309,7 +309,7 @@ def _make(
     # coverage inside the component, and on background pixels next to it (antialiased / blurred rim)
     keep = ndimage.binary_dilation(local, structure=_EIGHT, iterations=2)
     delta = PALETTE[k] - bg
-    alpha = ((img[sl].astype(np.float32) - bg) @ delta) / np.float32(delta @ delta)
+    alpha = ((img[sl].astype(np.float32) - bg) @ delta) / np.float32(max(delta @ delta, 1.0))
     cov = np.where(keep, np.clip(alpha, 0.0, 1.0), 0.0)
     shape, dist = classify_shape(cov[r0:r1, c0:c1], config)
     y0, x0 = sl[0].start + int(r0), sl[1].start + int(c0)
