@@ -43,7 +43,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .captions import CaptionSpec, ObjectSpec
 from .detector import Detection, DetectorConfig, as_rgb, detect
-from .palette import colour_rgb
+from .palette import COLOUR_NAMES, PALETTE, colour_rgb
 from .rendering import object_masks
 from .scene import SceneObject, relation_holds
 
@@ -136,13 +136,23 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _towards(output: np.ndarray, input: np.ndarray, colour: str, min_contrast: float) -> np.ndarray:
-    """Per pixel, how far the output moved from the input towards `colour` (0 = not, 1 = all the way)."""
-    out = output.astype(np.float32)
-    inp = input.astype(np.float32)
-    direction = np.asarray(colour_rgb(colour), dtype=np.float32) - inp
-    norm2 = (direction * direction).sum(-1)
-    beta = ((out - inp) * direction).sum(-1) / np.maximum(norm2, 1.0)
-    return np.where(norm2 >= min_contrast**2, beta, 0.0)
+    """Per pixel, how far the output moved from the input towards `colour` (0 = not, 1 = all the way).
+
+    A pixel counts only where `colour` explains the change best: of all palette colours, the line from the input
+    pixel towards `colour` passes closest to the output pixel (so a red ring is not an orange one).
+    """
+    out = output.astype(np.float32)[:, :, None, :]  # (H, W, 1, 3)
+    inp = input.astype(np.float32)[:, :, None, :]
+    direction = PALETTE[None, None] - inp  # (H, W, K, 3)
+    norm2 = np.maximum((direction * direction).sum(-1), 1.0)  # (H, W, K)
+    change = out - inp
+    beta = (change * direction).sum(-1) / norm2
+    along = np.clip(beta, 0.0, None)[..., None] * direction
+    resid = ((change - along) ** 2).sum(-1)  # (H, W, K)
+    colour_rgb(colour)  # validates the name
+    k = COLOUR_NAMES.index(colour)
+    best = resid.argmin(-1) == k
+    return np.where(best & (norm2[..., k] >= min_contrast**2), beta[..., k], 0.0)
 
 
 def overlay_mask(output, input, colour: str, alpha: float = 0.5, min_contrast: float = 40.0) -> np.ndarray:
