@@ -153,3 +153,27 @@ def test_cli_module_import_is_light():
     code = "import sys, emphasize.world.cli; print(any(m in sys.modules for m in ('numpy', 'scipy', 'PIL')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_iter_items_matches_the_cli(sampled):
+    from itertools import islice
+
+    from emphasize.world import iter_items
+
+    records = [json.loads(line) for line in (sampled / "keypoint" / "scenes.jsonl").read_text().splitlines()]
+    for record, item in zip(records[:4], islice(iter_items("keypoint", seed=3), 4), strict=True):
+        assert item.instruction == record["instruction"] and item.seed == record["seed"]
+    (resumed,) = islice(iter_items("t2i", seed=3, start=5), 1)
+    t2i = [json.loads(line) for line in (sampled / "t2i" / "scenes.jsonl").read_text().splitlines()]
+    assert resumed.caption == t2i[5]["caption"]
+
+
+def test_textured_sampling_scores_perfectly(tmp_path, capsys):
+    out = tmp_path / "tex"
+    assert main(["sample", "--task", "t2i", "--n", "6", "--textured", "1", "--size", "128", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "scenes.jsonl").read_text().splitlines()]
+    assert all(r["scene"]["background"] == "textured" and r["size"] == 128 for r in records)
+    capsys.readouterr()
+    rc, stdout, _ = _run(capsys, "score", "--scenes", str(out / "scenes.jsonl"), "--images", str(out / "images"))
+    assert rc == 0 and json.loads(stdout)["object_recall"] == 1.0
+    _one_line_error(*_run(capsys, "sample", "--task", "t2i", "--textured", "2", "--out", str(out)), "--textured 2")

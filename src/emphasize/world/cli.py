@@ -42,6 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100, help="number of items (default 100)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0); item i uses a seed derived from it")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--textured", type=float, default=0.0, help="probability of a textured background (default 0)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_sample)
 
@@ -83,9 +84,10 @@ def cmd_sample(args) -> int:
     """Handler of `world sample`."""
     from pathlib import Path
 
-    from .records import item_id, item_seed, jsonl_text, save_png, t2i_record, task_record
+    from .records import atomic_write_text, item_id, jsonl_text, save_png, t2i_record, task_record
     from .rendering import check_size
-    from .tasks import KINDS, sample_t2i, sample_task
+    from .scene import SceneConfig
+    from .tasks import KINDS, TaskConfig, iter_items
 
     if args.task not in TASK_NAMES:
         raise WorldError(f"unknown task {args.task!r}; valid tasks: {', '.join(TASK_NAMES)}")
@@ -97,23 +99,30 @@ def cmd_sample(args) -> int:
     if args.seed < 0:
         raise WorldError(f"--seed {args.seed} is out of range; valid: >= 0")
     check_size(args.size)
+    scene_config = SceneConfig(p_textured=args.textured) if 0.0 <= args.textured <= 1.0 else None
+    if scene_config is None:
+        raise WorldError(f"--textured {args.textured} is out of range; valid: 0..1")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise WorldError(f"--out {out} exists and is not a folder")
+    items = iter_items(
+        args.task,
+        args.seed,
+        args.size,
+        kind=args.kind,
+        scene_config=scene_config,
+        task_config=TaskConfig(scene=scene_config),
+    )
     records = []
-    for i in range(args.n):
-        id, seed = item_id(args.task, i), item_seed(args.seed, i)
+    for i, item in zip(range(args.n), items, strict=False):  # items is endless
+        id = item_id(args.task, i)
         if args.task == "t2i":
-            item = sample_t2i(seed, args.size)
             save_png(out / "images" / f"{id}.png", item.image)
             records.append(t2i_record(item, id, f"images/{id}.png"))
         else:
-            item = sample_task(args.task, seed, args.size, kind=args.kind)
             save_png(out / "input" / f"{id}.png", item.input)
             save_png(out / "target" / f"{id}.png", item.target)
             records.append(task_record(item, id, f"input/{id}.png", f"target/{id}.png"))
-    from .records import atomic_write_text
-
     atomic_write_text(out / "scenes.jsonl", jsonl_text(records))
     print(f"wrote {len(records)} {args.task} items to {out}", file=sys.stderr)
     return 0

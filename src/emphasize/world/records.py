@@ -13,14 +13,9 @@ from .captions import caption as caption_of
 from .captions import spec_from_dict, spec_to_dict
 from .refer import Reference
 from .scene import scene_from_dict, scene_to_dict
-from .tasks import KINDS, Edit, T2IItem, TaskItem
+from .tasks import KINDS, Edit, T2IItem, TaskItem, item_seed  # noqa: F401 (item_seed re-exported)
 
 ALL_TASKS: tuple[str, ...] = ("t2i", *KINDS)
-
-
-def item_seed(seed: int, index: int) -> int:
-    """Seed of item `index` of a run seeded `seed` (independent streams per item, uint32)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
 def item_id(task: str, index: int) -> str:

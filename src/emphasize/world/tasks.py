@@ -378,6 +378,49 @@ _SAMPLERS = {
 }
 
 
+def item_seed(seed: int, index: int) -> int:
+    """Seed of item `index` of a run seeded `seed`: independent streams per item (uint32), as the CLI uses."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def iter_items(
+    task: str,
+    seed: int = 0,
+    size: int = 64,
+    *,
+    start: int = 0,
+    kind: str | None = None,
+    scene_config: SceneConfig | None = None,
+    task_config: TaskConfig | None = None,
+):
+    """Endless stream of items (training data on the fly): item i is sampled from `item_seed(seed, i)`, so the
+    stream matches `emphasize world sample --seed seed` item for item.
+
+    Args:
+        task (`str`): "t2i" or one of `TASKS`.
+        seed (`int`): run seed.
+        size (`int`): image side in pixels.
+        start (`int`): index of the first item (resume a stream).
+        kind (`str`, *optional*): fixed kind for instruction tasks.
+        scene_config (`SceneConfig`, *optional*): t2i scene knobs.
+        task_config (`TaskConfig`, *optional*): instruction-task knobs.
+
+    Yields:
+        `T2IItem` or `TaskItem`.
+    """
+    if task != "t2i":
+        check_task(task)
+    check_size(size)
+    index = start
+    while True:
+        s = item_seed(seed, index)
+        if task == "t2i":
+            yield sample_t2i(s, size, config=scene_config)
+        else:
+            yield sample_task(task, s, size, kind=kind, config=task_config)
+        index += 1
+
+
 def check_task(task: str) -> str:
     """Return `task` if it is an instruction task, else raise ValueError listing the valid ones."""
     if task not in KINDS:
