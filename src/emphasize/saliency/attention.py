@@ -57,9 +57,11 @@ class AttentionSaliencyDetector:
     """
 
     def __init__(self, maps: torch.Tensor | None = None, token_indices: Sequence[int] | None = None) -> None:
-        """Args:
-        maps: (h, w, T) or (B, h, w, T) aggregated cross-attention maps, or None to set them later.
-        token_indices: the content tokens to average over, or None to set them later.
+        """Optionally hold maps and token indices right away.
+
+        Args:
+            maps: (h, w, T) or (B, h, w, T) aggregated cross-attention maps, or None to set them later.
+            token_indices: the content tokens to average over, or None to set them later.
         """
         self.maps: torch.Tensor | None = None
         self.token_indices: list[int] | None = None
@@ -82,8 +84,10 @@ class AttentionSaliencyDetector:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Args:
-        images: (B, 3, H, W); only their batch size, size, dtype and device are used.
+        """Saliency maps at image size from the held attention maps.
+
+        Args:
+            images: (B, 3, H, W); only their batch size, size, dtype and device are used.
 
         Returns:
             (B, 1, H, W) in [0, 1], dtype and device of `images`. Unbatched maps are shared by the whole batch.

@@ -122,15 +122,19 @@ class SpectralResidualDetector:
     """Saliency detector (the `SaliencyDetector` contract) running `spectral_residual_saliency`; no weights."""
 
     def __init__(self, config: SpectralResidualConfig | None = None) -> None:
-        """Args:
-        config: see `SpectralResidualConfig`.
+        """Hold the configuration.
+
+        Args:
+            config: see `SpectralResidualConfig`.
         """
         self.config = config or SpectralResidualConfig()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Args:
-        images: (B, 3, H, W) RGB in [0, 1].
+        """Saliency maps at image size.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1].
 
         Returns:
             (B, 1, H, W) in [0, 1], dtype and device of `images`.

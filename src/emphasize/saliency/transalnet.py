@@ -14,7 +14,8 @@ Input is therefore exactly (B, 3, 288, 384), RGB / 255 with no ImageNet normaliz
 Pre/post-processing mirrors the original `utils/data_process.py`: `preprocess_img` letterboxes into a uint8 canvas
 of ones (so the border is 1/255 after the /255 scaling, i.e. near black, not white) with an aspect-preserving
 cv2 bilinear resize; `postprocess_img` resizes the map so it covers the image and crops the centre.
-The weights are SALICON-trained and distributed by the authors (Google Drive / BaiduYun links in their README).
+The weights are SALICON-trained and distributed by the authors (Google Drive / BaiduYun links in their README);
+their training notebook saves them with a plain `torch.save(model.state_dict())`, so keys carry no prefix.
 """
 
 from __future__ import annotations
@@ -180,8 +181,10 @@ class TranSalNetRes(nn.Module):
         self.decoder = _Decoder()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args:
-        x: (B, 3, 288, 384) letterboxed RGB in [0, 1] (see `letterbox`).
+        """Predict saliency on the model canvas.
+
+        Args:
+            x: (B, 3, 288, 384) letterboxed RGB in [0, 1] (see `letterbox`).
 
         Returns:
             (B, 1, 288, 384) saliency in [0, 1].
@@ -423,8 +426,10 @@ class TranSalNetDetector:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Args:
-        images: (B, 3, H, W) RGB in [0, 1], any size (letterboxed to 288x384 and mapped back).
+        """Saliency maps at image size.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1], any size (letterboxed to 288x384 and mapped back).
 
         Returns:
             (B, 1, H, W) in [0, 1], dtype and device of `images`.
