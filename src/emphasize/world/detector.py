@@ -122,7 +122,11 @@ def estimate_background(image: np.ndarray, border: int = 2) -> np.ndarray:
             img[b:-b, -b:].reshape(-1, 3),
         ]
     )
-    return np.median(ring, axis=0).astype(np.float32)
+    planar = np.ascontiguousarray(ring.T)  # (3, M)
+    n = planar.shape[1]
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(planar, [lo, hi], axis=1)
+    return ((part[:, lo].astype(np.float32) + part[:, hi]) / 2).astype(np.float32)
 
 
 @cache
@@ -136,7 +140,7 @@ def _resample_matrix(n: int, g: int) -> np.ndarray:
 
 
 def occupancy(mask: np.ndarray, grid: int) -> np.ndarray:
-    """A (h, w) mask resampled to (grid, grid) by exact area weights."""
+    """A (h, w) mask or coverage map resampled to (grid, grid) by exact area weights."""
     h, w = mask.shape
     return _resample_matrix(h, grid) @ mask.astype(np.float32, copy=False) @ _resample_matrix(w, grid).T
 
@@ -164,10 +168,11 @@ def _raster(shape: str, side: float, offset: tuple[float, float], blur: float) -
 def shape_templates(grid: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Template bank of the analytic shapes, rasterised as the detector would see them.
 
-    For every pixel side in the bank: occupancy maps (T, grid, grid), log aspect ratios (T,) and shape indices
-    (T,) over all shapes, sub-pixel offsets and blur levels. Returns `(sides, banks)`.
+    Returns `(log_sides, banks)`: `banks[j]` holds the templates of pixel sides j and j + 1 over all shapes,
+    sub-pixel offsets and blur levels, as flattened occupancy maps (T, grid * grid), log aspect ratios (T,) and
+    shape indices (T,).
     """
-    banks = []
+    per_side = []
     for side in _BANK_SIDES:
         maps, aspects, index = [], [], []
         for k, shape in enumerate(SHAPES):
@@ -177,32 +182,36 @@ def shape_templates(grid: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.nd
                     maps.append(occupancy(crop, grid))
                     aspects.append(np.log(crop.shape[0] / crop.shape[1]))
                     index.append(k)
-        banks.append((np.stack(maps), np.array(aspects, dtype=np.float32), np.array(index)))
-    return np.array(_BANK_SIDES), banks
+        per_side.append((np.stack(maps).reshape(len(maps), -1), np.array(aspects, dtype=np.float32), np.array(index)))
+    # the two bank sides nearest (in log scale) to any side are adjacent: one merged bank per adjacent pair
+    banks = [
+        tuple(np.concatenate([a, b]) for a, b in zip(per_side[j], per_side[j + 1], strict=True))
+        for j in range(len(per_side) - 1)
+    ]
+    return np.log(np.array(_BANK_SIDES)), banks
 
 
 def classify_shape(mask: np.ndarray, config: DetectorConfig | None = None) -> tuple[str, float]:
     """Nearest shape of a coverage map cropped to its bounding box, and its distance.
 
-    The map is compared with the template banks of the two pixel sides nearest to its longer side.
+    The map is compared with the template banks of the two pixel sides around its longer side.
 
     Args:
         mask (`np.ndarray`): float coverage in 0..1 (or bool) (h, w), cropped to the box where coverage >= 0.5.
         config (`DetectorConfig`, *optional*): grid, aspect weight and "unknown" threshold.
     """
     config = config or DetectorConfig()
-    sides, banks = shape_templates(config.grid)
-    occ = occupancy(mask, config.grid)
+    log_sides, banks = shape_templates(config.grid)
+    occ = occupancy(mask, config.grid).reshape(1, -1)
     aspect = np.log(mask.shape[0] / mask.shape[1])
-    near = np.argsort(np.abs(np.log(sides / max(mask.shape))))[:2]
-    best_d, best_k = np.inf, 0
-    for b in near:
-        maps, aspects, index = banks[b]
-        dist = np.abs(maps - occ).mean(axis=(1, 2)) + config.aspect_weight * np.abs(aspects - aspect)
-        t = int(np.argmin(dist))
-        if dist[t] < best_d:
-            best_d, best_k = float(dist[t]), int(index[t])
-    return (SHAPES[best_k] if best_d <= config.max_shape_distance else "unknown"), best_d
+    # the bank pair around the mask's longer side (clamped at both ends of the bank)
+    j = int(np.clip(np.searchsorted(log_sides, np.log(max(mask.shape))) - 1, 0, len(banks) - 1))
+    maps, aspects, index = banks[j]
+    dist = np.abs(maps - occ).sum(axis=1) * np.float32(1.0 / occ.size)
+    dist += config.aspect_weight * np.abs(aspects - aspect)
+    t = int(np.argmin(dist))
+    best_d = float(dist[t])
+    return (SHAPES[int(index[t])] if best_d <= config.max_shape_distance else "unknown"), best_d
 
 
 def colour_labels(image: np.ndarray, config: DetectorConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -214,23 +223,25 @@ def colour_labels(image: np.ndarray, config: DetectorConfig | None = None) -> tu
     """
     config = config or DetectorConfig()
     h, w = image.shape[:2]
-    img = image.reshape(-1, 3).astype(np.float32)
     bg = estimate_background(image, config.border)
-    d = img - bg  # (N, 3)
+    p = np.array(image.reshape(-1, 3).T, dtype=np.float32, order="C")  # (3, N) planar: fast per-channel maths
+    p -= bg[:, None]
+    d2 = p[0] * p[0]
+    d2 += p[1] * p[1]
+    d2 += p[2] * p[2]  # (N,) squared distance to the background
     delta = PALETTE - bg  # (K, 3)
     norm2 = np.maximum((delta * delta).sum(1), 1.0)  # (K,); a colour equal to the background is never found
-    d2 = (d * d).sum(1)  # (N,)
-    # a pixel this close to the background cannot be half way to any colour
-    cand = np.flatnonzero(d2 >= (config.fg_alpha * np.sqrt(norm2.min())) ** 2 * 0.99)
+    # alpha >= fg_alpha needs |p - bg| >= fg_alpha * |c - bg|: skip the pixels too close to the background
+    cand = np.flatnonzero(d2 >= (config.fg_alpha**2 * 0.99) * norm2.min())
     labels = np.full(h * w, -1, dtype=np.int8)
     if cand.size:
-        dc = d[cand]
-        dots = dc @ delta.T  # (M, K)
-        alpha = np.clip(dots / norm2, 0.0, 1.0)
-        resid2 = d2[cand, None] - 2.0 * alpha * dots + alpha * alpha * norm2  # (M, K)
-        k = resid2.argmin(1)
-        rows = np.arange(cand.size)
-        ok = (alpha[rows, k] >= config.fg_alpha) & (resid2[rows, k] <= (config.max_residual**2) * norm2[k])
+        raw = (delta / norm2[:, None]) @ p[:, cand]  # (K, M) unclipped alpha
+        alpha = np.minimum(np.maximum(raw, 0.0), 1.0)
+        # squared residual off each background->colour segment, minus d2 (the same for every colour)
+        resid2 = alpha * norm2[:, None] * (alpha - 2.0 * raw)
+        k = resid2.argmin(0)
+        cols = np.arange(cand.size)
+        ok = (alpha[k, cols] >= config.fg_alpha) & (resid2[k, cols] + d2[cand] <= (config.max_residual**2) * norm2[k])
         labels[cand[ok]] = k[ok]
     return labels.reshape(h, w), bg
 
@@ -258,6 +269,7 @@ def detect(image, config: DetectorConfig | None = None) -> list[Detection]:
         return []
     side = float(max(h, w))
     min_area = max(3, int(round(config.min_area * h * w)))
+    pad = 2  # rim of antialiased / blurred pixels around a component that still carries its colour
     out: list[Detection] = []
     for i, sl in enumerate(ndimage.find_objects(comp), start=1):
         if sl is None:
@@ -266,19 +278,23 @@ def detect(image, config: DetectorConfig | None = None) -> list[Detection]:
         area = int(local.sum())
         if area < min_area:
             continue
-        cols = labels[sl][local]
-        counts = np.bincount(cols, minlength=len(COLOUR_NAMES))
+        win = (
+            slice(max(sl[0].start - pad, 0), min(sl[0].stop + pad, h)),
+            slice(max(sl[1].start - pad, 0), min(sl[1].stop + pad, w)),
+        )
+        comp_win, labels_win = comp[win], labels[win]
+        counts = np.bincount(labels[sl][local], minlength=len(COLOUR_NAMES))
         order = np.argsort(counts)[::-1]
         if counts[order[1]] >= min_area:
             # two colour groups in one component: split it by colour
             for k in order[counts[order] >= min_area]:
-                sub, m = ndimage.label(local & (labels[sl] == k), structure=_EIGHT)
+                sub, m = ndimage.label((comp_win == i) & (labels_win == k), structure=_EIGHT)
                 for j in range(1, m + 1):
                     part = sub == j
                     if part.sum() >= min_area:
-                        out.append(_make(part, sl, int(k), img, bg, (h, w), side, config))
+                        out.append(_make(part, win, int(k), img, bg, labels_win, side, config))
         else:
-            out.append(_make(local, sl, int(order[0]), img, bg, (h, w), side, config))
+            out.append(_make(comp_win == i, win, int(order[0]), img, bg, labels_win, side, config))
     out.sort(key=lambda d: (d.center[1], d.center[0]))
     return out
 
@@ -295,25 +311,26 @@ _FILL = _fills()
 
 
 def _make(
-    local: np.ndarray,
-    sl: tuple[slice, slice],
+    member: np.ndarray,
+    win: tuple[slice, slice],
     k: int,
     img: np.ndarray,
     bg: np.ndarray,
-    hw: tuple[int, int],
+    labels_win: np.ndarray,
     side: float,
     config: DetectorConfig,
 ) -> Detection:
-    rows, cols = np.nonzero(local)
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    # coverage inside the component, and on background pixels next to it (antialiased / blurred rim)
-    keep = ndimage.binary_dilation(local, structure=_EIGHT, iterations=2)
+    """One detection from its member pixels (bool, window coordinates) in an image window."""
+    rows, cols = np.nonzero(member)
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    # coverage of colour k on the member and on background pixels of the window (antialiased / blurred rim)
     delta = PALETTE[k] - bg
-    alpha = ((img[sl].astype(np.float32) - bg) @ delta) / np.float32(max(delta @ delta, 1.0))
-    cov = np.where(keep, np.clip(alpha, 0.0, 1.0), 0.0)
+    alpha = ((img[win].astype(np.float32) - bg) @ delta) * np.float32(1.0 / max(float(delta @ delta), 1.0))
+    keep = member | (labels_win < 0)
+    cov = np.where(keep, np.minimum(np.maximum(alpha, 0.0), 1.0), np.float32(0.0))
     shape, dist = classify_shape(cov[r0:r1, c0:c1], config)
-    y0, x0 = sl[0].start + int(r0), sl[1].start + int(c0)
-    y1, x1 = sl[0].start + int(r1), sl[1].start + int(c1)
+    y0, x0 = win[0].start + r0, win[1].start + c0
+    y1, x1 = win[0].start + r1, win[1].start + c1
     if shape in _FILL:
         # side from the coverage mass (blur keeps mass, while it erodes thin tips and so the bbox)
         longest = float(np.sqrt(cov.sum() / _FILL[shape])) / side
@@ -323,7 +340,8 @@ def _make(
         size = "other"
     else:
         size = "small" if longest < config.size_threshold else "large"
-    mask = np.zeros(hw, dtype=bool)
-    mask[sl][local] = True
-    centroid = (float(cols.mean() + sl[1].start + 0.5), float(rows.mean() + sl[0].start + 0.5))
-    return Detection(shape, COLOUR_NAMES[k], size, (x0, y0, x1, y1), centroid, int(rows.size), dist, mask)
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    mask[win] = member
+    n = rows.size
+    centroid = (float(cols.sum() / n + win[1].start + 0.5), float(rows.sum() / n + win[0].start + 0.5))
+    return Detection(shape, COLOUR_NAMES[k], size, (x0, y0, x1, y1), centroid, int(n), dist, mask)
