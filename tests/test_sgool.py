@@ -287,3 +287,13 @@ def test_bad_arguments_raise(pipe, clip):
         )
     with pytest.raises(ValueError, match="prompt 'x x x"):
         optimize_initial_latent(pipe, "x " * 90, *clip, mode="doodl")
+
+
+def test_spectral_detector_and_plain_autograd_agree(pipe, clip):
+    from emphasize.saliency import SpectralResidualDetector
+
+    detector = SpectralResidualDetector()
+    ours = run(pipe, clip, detector).report
+    plain = run(pipe, clip, detector, constant_memory=False).report
+    assert ours.boxes[0] and not ours.fell_back
+    assert plain.losses == pytest.approx(ours.losses, rel=1e-4)

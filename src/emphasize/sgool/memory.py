@@ -4,9 +4,12 @@
 holder; the holder registers the tensor's storage and drops it when autograd releases the saved tensor. Storages are
 counted once however many graph nodes share them (a weight used by fifty UNet calls is one storage), so
 `peak_bytes` is the high-water mark of distinct storages held by autograd: the activation memory of backprop.
+Storages of the tensors passed as `exclude` (model weights, say) are not counted.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -19,7 +22,7 @@ class _Saved:
         self.meter = meter
         storage = tensor.untyped_storage()
         self.key = (storage.data_ptr(), tensor.device)
-        meter._acquire(self.key, storage.nbytes())
+        meter._acquire(self.key, 0 if self.key in meter._excluded else storage.nbytes())
 
     def __del__(self):
         self.meter._release(self.key)
@@ -34,7 +37,11 @@ class SavedTensorMeter:
         meter.peak_bytes
     """
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+        """Args:
+        exclude: tensors whose storages are not counted (e.g. `model.parameters()`).
+        """
+        self._excluded = {(t.untyped_storage().data_ptr(), t.device) for t in exclude}
         self.live_bytes = 0  # bytes of distinct storages currently held by autograd
         self.peak_bytes = 0  # high-water mark of live_bytes
         self._counts: dict[tuple[int, torch.device], tuple[int, int]] = {}  # storage key -> (references, nbytes)

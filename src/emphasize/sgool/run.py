@@ -156,7 +156,8 @@ def optimize_initial_latent(
         # 3. EDICT chain from the tied latent z = x_T = y_T, decode the pair
         point = z.detach().requires_grad_(wants_grad)
         with torch.set_grad_enabled(wants_grad):
-            x0, y0 = (edict_sample_with_grad if wants_grad else edict_sample)(point, point, **chain)
+            sample = edict_sample_with_grad if wants_grad and config.constant_memory else edict_sample
+            x0, y0 = sample(point, point, **chain)
             final = torch.cat([x0, y0]) if config.pair_loss else x0  # (P, 4, h, w), P = 2 or 1
             images = decode_latents(vae, final.to(vae.dtype))  # (P, 3, H, W) in [0, 1]
 
