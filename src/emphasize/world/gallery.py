@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .tasks import KINDS, sample_t2i, sample_task
 
 _PAD = 8
@@ -90,8 +88,3 @@ def make_gallery(seed: int = 0, size: int = 96, n_t2i: int = 8, columns: int = 4
             draw.text((x, yy + size + 2 + j * _LINE), line, fill=(40, 40, 40), font=font)
     used = y + rows * (cell_h + _PAD) - (cell_h + _PAD) + _PAD
     return canvas.crop((0, 0, width, min(height, used + _PAD)))
-
-
-def gallery_array(seed: int = 0, size: int = 96) -> np.ndarray:
-    """`make_gallery` as a uint8 array."""
-    return np.asarray(make_gallery(seed, size))

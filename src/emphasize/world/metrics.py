@@ -191,7 +191,7 @@ def find_ring(output, input, colour: str, min_contrast: float = 40.0, min_pixels
     sol, *_ = np.linalg.lstsq(a, -(x * x + y * y), rcond=None)
     cx, cy = -sol[0] / 2.0, -sol[1] / 2.0
     r = math.sqrt(max(cx * cx + cy * cy - sol[2], 1e-6))
-    for it in range(12):
+    for it in range(20):
         dx, dy = x - cx, y - cy
         dist = np.maximum(np.hypot(dx, dy), 1e-9)
         res = dist - r

@@ -98,6 +98,8 @@ class TaskConfig:
     p_mention_size: float = 0.3  # add: probability that the instruction states the new object's size
 
     def __post_init__(self):
+        if self.scene.grid < 2:
+            raise ValueError(f"scene.grid={self.scene.grid} is out of range for tasks; valid: >= 2 (move needs room)")
         for name in ("p_distractor", "mask_alpha", "p_mention_size"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -185,7 +187,7 @@ def _pick(rng: np.random.Generator, options):
 def _task_scene(rng: np.random.Generator, config: TaskConfig, n_min: int, n_max: int) -> tuple[Scene, int]:
     """A scene for an instruction task and the index of the object the instruction will name."""
     sc = config.scene
-    n_max = min(n_max, sc.grid * sc.grid)
+    n_max = max(min(n_max, sc.max_objects), n_min)
     while True:
         n = int(rng.integers(n_min, n_max + 1))
         shape, colour = _pick(rng, sc.shapes), _pick(rng, sc.colours)
