@@ -21,6 +21,7 @@ class AttentionLossConfig:
     smooth: bool = True  # Gaussian-smooth each map before taking its peak (A&E)
     kernel_size: int = 3  # smoothing kernel size (A&E: 3)
     sigma: float = 0.5  # smoothing sigma as A&E writes it (its kernel is exp(-((x-mu)/(2 sigma))^2))
+    prominence: float = 1.0  # importance loss: weight of the attention-mass term of heavy groups (0: peak only)
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0):
@@ -31,6 +32,8 @@ class AttentionLossConfig:
             raise ValueError(f"kernel_size={self.kernel_size} must be a positive odd integer")
         if not (self.sigma > 0):
             raise ValueError(f"sigma={self.sigma} must be > 0")
+        if not 0 <= self.prominence <= 10:
+            raise ValueError(f"prominence={self.prominence} must be in [0, 10]")
 
 
 @dataclass(frozen=True)
@@ -125,20 +128,21 @@ def importance_loss(
 ) -> LossOutput:
     """DynamicImportance loss (our design; the paper publishes none):
 
-        L = sum_{g: w_g > 1} (w_g - 1) * max(0, 1 - m_g)  +  sum_{g: w_g < 1} (1 - w_g) * mu_g
+        L = sum_{g: w_g > 1} (w_g - 1) * [max(0, 1 - m_g) + rho * (1 - mu_g)]  +  sum_{g: w_g < 1} (1 - w_g) * mu_g
 
     with `m_g = max_ij G(sum_{t in g} A'_t)` the peak of the group's smoothed, token-softmaxed attention (A&E's
-    excitation quantity, for a whole word or phrase) and `mu_g = mean_ij sum_{t in g} A'_t` the group's share of
-    attention over the image. Heavy groups (w > 1) are excited until some patch attends to them fully, light
-    groups (w < 1) have their attention drained everywhere, w = 1 contributes nothing. The minimum L = 0 is reached
-    exactly when every heavy group has a peak of 1 and every light group has no attention; the pull on each group
-    grows linearly with its distance from 1.
+    excitation quantity, for a whole word or phrase), `mu_g = mean_ij sum_{t in g} A'_t` the group's share of the
+    image's attention, and `rho` = `config.prominence`. Heavy groups (w > 1) are excited until some patch attends
+    to them fully (presence, as A&E) and their share of the image grows (prominence); light groups (w < 1) have
+    their attention drained everywhere; w = 1 contributes nothing. L = 0 exactly when heavy groups own every
+    pixel and light groups none; the pull on each group grows linearly with its distance from 1.
     """
     peaks, masses = _peaks_and_masses(maps, groups, num_tokens, config)
     w = weights.to(peaks)
     excite = torch.clamp(w - 1, min=0)  # (G,)
     suppress = torch.clamp(1 - w, min=0)  # (G,)
-    loss = (excite * torch.relu(1 - peaks)).sum(dim=1) + (suppress * masses).sum(dim=1)
+    loss = (excite * (torch.relu(1 - peaks) + config.prominence * (1 - masses))).sum(dim=1)
+    loss = loss + (suppress * masses).sum(dim=1)
     return LossOutput(loss=loss, peaks=peaks, masses=masses)
 
 

@@ -37,16 +37,17 @@ class AttentionController:
         """Record and optionally rescale `(B*heads, HW, T)` probabilities; returns the probabilities to use."""
         batch = probs.shape[0] // heads
         per_row = probs.view(batch, heads, *probs.shape[1:])  # (B, heads, HW, T)
+        if self.token_scale is not None and self.scale_rows:
+            keep = torch.ones(batch, 1, 1, 1, dtype=probs.dtype, device=probs.device)
+            keep[list(self.scale_rows)] = 0
+            token_scale = self.token_scale.to(probs).view(1, 1, 1, -1)
+            # rows in scale_rows get probs * token_scale, the others are unchanged (no renormalisation, as in P2P)
+            per_row = per_row * (keep + (1 - keep) * token_scale)
+            probs = per_row.reshape(probs.shape)
+        # recorded after any rescaling: the report shows the attention the model actually used
         if self.record_rows and (self.keep_pass or self.keep_running):
             self.store.record(per_row[list(self.record_rows)], heads, self.keep_pass, self.keep_running)
-        if self.token_scale is None or not self.scale_rows:
-            return probs
-        row_scale = torch.ones(batch, 1, 1, 1, dtype=probs.dtype, device=probs.device)
-        row_scale[list(self.scale_rows)] = 0
-        token_scale = self.token_scale.to(probs)
-        # rows in scale_rows get probs * token_scale, the others are unchanged (no renormalisation, as in P2P)
-        scaled = per_row * (row_scale + (1 - row_scale) * token_scale.view(1, 1, 1, -1))
-        return scaled.view_as(probs)
+        return probs
 
     def set_pass(
         self, rows: tuple[int, ...] = (), keep_pass: bool = False, keep_running: bool = False

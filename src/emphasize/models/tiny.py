@@ -19,6 +19,8 @@ class TinyConfig:
     attention_heads: int = 8  # `attention_head_dim` in diffusers' UNet2DConditionModel is really the head count
     text_layers: int = 2  # CLIP text transformer depth
     seed: int = 0  # weights are drawn from this seed
+    attention_gain: float = 1.0  # multiplies the cross-attention query/key weights: > 1 gives the peaked,
+    # latent-dependent attention of a trained model (random init attends almost uniformly to every token)
 
 
 def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
@@ -55,6 +57,11 @@ def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
         attention_head_dim=config.attention_heads,
         norm_num_groups=16,
     )
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if getattr(module, "is_cross_attention", False):
+                module.to_q.weight.mul_(config.attention_gain)
+                module.to_k.weight.mul_(config.attention_gain)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
