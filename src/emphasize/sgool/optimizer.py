@@ -45,7 +45,7 @@ class SGOOLConfig:
     mix: float = 0.93  # EDICT mixing weight p (EDICT/DOODL: 0.93; the paper suggests [0.9, 0.97] for 50 steps)
     leapfrog: bool = True  # alternate the order of EDICT's two sub-updates each step (EDICT/DOODL default)
     constant_memory: bool = True  # backprop by exact inversion (memory flat in sampling_steps); False: plain
-    # autograd through the chain (memory grows with sampling_steps, about 1.5x faster; for small models/benchmarks)
+    # autograd through the chain (memory grows with sampling_steps, ~1.2x faster on CPU; small models, benchmarks)
     negative_prompt: str = ""  # the unconditional prompt of classifier-free guidance (DOODL null_prompt: "")
 
     def __post_init__(self) -> None:
