@@ -6,9 +6,12 @@ import os
 import types
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# tiny models are dominated by per-op overhead: one thread is as fast and does not fight other processes for cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

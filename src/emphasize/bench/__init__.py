@@ -1,0 +1,1 @@
+"""Benchmarks: speed/memory of the guidance methods (more runners land here)."""

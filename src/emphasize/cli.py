@@ -1,0 +1,352 @@
+"""`emphasize` command line: generate | edit | world | train | bench | models.
+
+Only the standard library is imported at module level, so `emphasize --help` is instant; each handler imports
+what it needs. User mistakes print one line `emphasize: error: ...` and exit with code 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+METHODS = ("plain", "attend-excite", "importance", "reweight", "embed")
+SCHEDULERS = ("ddim", "euler", "euler-ancestral", "dpm", "pndm", "lms")
+
+
+class CLIError(Exception):
+    """Bad input detected by the CLI itself."""
+
+
+def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
+    p.add_argument(
+        "--model",
+        help="diffusers directory, hub id (local cache) or .ckpt/.safetensors file; default: the embedded world model",
+    )
+    p.add_argument("--method", default="importance", choices=METHODS, help="guidance method (default: importance)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: {default_steps})")
+    p.add_argument("--width", type=int, default=None, help="image width in px")
+    p.add_argument("--height", type=int, default=None, help="image height in px")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="override the model's scheduler")
+    p.add_argument("--out", default=None, help="output PNG (default: emphasize-<method>-<seed>.png)")
+    p.add_argument("--report", default=None, help="write a JSON report (words, attention shares, guidance log)")
+    p.add_argument("--save-attention", default=None, help="write a PNG grid of per-word attention heatmaps")
+    g = p.add_argument_group("guidance knobs (attend-excite / importance / reweight)")
+    g.add_argument("--scale-factor", type=float, default=None, help="step size alpha_0 (default 20)")
+    g.add_argument(
+        "--stop", type=float, default=None, help="fraction of steps with guidance (default 0.5; reweight 1)"
+    )
+    g.add_argument(
+        "--attention-factor",
+        type=int,
+        default=None,
+        help="latent downsampling of the optimized attention maps (default: the level closest to 4)",
+    )
+    g.add_argument("--no-refinement", action="store_true", help="attend-excite without iterative refinement")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emphasize",
+        description="Tell a diffusion model which words matter: word weights in the prompt, e.g. "
+        "'a (red:1.5) circle and a [blue] square'.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "generate",
+        help="text-to-image with word weights",
+        description="Text-to-image with word weights: (words:1.3), (words), [words], word+, word-, (words)1.3.",
+    )
+    p.add_argument("prompt", help="the weighted prompt")
+    _add_common(p, "50")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--negative-prompt", default="", help="negative prompt")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("edit", help="instruction editing with word weights (InstructPix2Pix / InstructDiffusion)")
+    p.add_argument("image", help="input image file")
+    p.add_argument("instruction", help='the weighted instruction, e.g. "encircle the man\'s (left shoulder:2) in red"')
+    _add_common(p, "100")
+    p.add_argument(
+        "--guidance-rule",
+        choices=("ip2p", "instructdiffusion"),
+        default="ip2p",
+        help="three-branch guidance rule (default ip2p)",
+    )
+    p.add_argument("--text-scale", type=float, default=None, help="text guidance s_T (default 7.5 ip2p, 5.0 ID)")
+    p.add_argument("--image-scale", type=float, default=None, help="image guidance s_I (default 1.5 ip2p, 1.25 ID)")
+    p.set_defaults(func=cmd_edit)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="{speed}")
+    bsub.required = True
+    p = bsub.add_parser(
+        "speed", help="wall time and peak memory: plain vs importance vs attend-excite vs diffusers A&E"
+    )
+    p.add_argument("--model", required=True, help="text-to-image model (diffusers directory, hub id or checkpoint)")
+    p.add_argument("--prompt", default="a (red:2) circle and a (blue square:1.5)", help="weighted prompt")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps (default 10)")
+    p.add_argument("--size", type=int, default=None, help="image size in px (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table as JSON")
+    p.set_defaults(func=cmd_bench_speed)
+
+    models = sub.add_parser("models", help="model utilities")
+    msub = models.add_subparsers(dest="models_command", metavar="{tiny}")
+    msub.required = True
+    p = msub.add_parser("tiny", help="save a tiny random-weight pipeline (for trying the CLI and for benchmarks)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", choices=("t2i", "edit"), default="t2i")
+    p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_tiny)
+
+    from emphasize.world.cli import register as register_world
+
+    register_world(sub)
+    try:
+        from emphasize.train.cli import register as register_train
+    except ImportError:  # the training recipes are optional in a trimmed install
+        register_train = None
+    if register_train is not None:
+        register_train(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_output(path: str | None, suffix: str, flag: str) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise CLIError(f"{flag} {path!r} must end in {suffix}")
+    if not p.parent.resolve().is_dir():
+        raise CLIError(f"{flag} {path!r}: directory {str(p.parent)!r} does not exist")
+    if p.is_dir():
+        raise CLIError(f"{flag} {path!r} is a directory")
+
+
+def _method_config(args):
+    from dataclasses import replace
+
+    from emphasize.config import method_config
+
+    config = method_config(args.method)
+    if hasattr(config, "schedule"):
+        changes = {}
+        if args.scale_factor is not None:
+            changes["scale_factor"] = args.scale_factor
+        if args.stop is not None:
+            changes["stop"] = args.stop
+        if args.no_refinement:
+            changes["thresholds"] = ()
+        config = replace(config, schedule=replace(config.schedule, **changes))
+        if args.attention_factor is not None:
+            config = replace(config, attention_factor=args.attention_factor)
+    elif args.method == "reweight" and args.stop is not None:
+        config = replace(config, stop=args.stop)
+    return config
+
+
+def _write_outputs(args, result, parameters: str, model_label: str) -> None:
+    from emphasize.visualize import attention_grid, save_atomic, save_png
+
+    out = args.out or f"emphasize-{args.method}-{args.seed}.png"
+    save_png(result.image, out, parameters)
+    print(f"wrote {out}")
+    if args.report:
+        report = {"model": model_label, **result.report}
+
+        def write_json(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+
+        save_atomic(args.report, write_json)
+        print(f"wrote {args.report}")
+    if args.save_attention:
+        labels = [f"{w['text']} x{w['weight']:.3g} ({w['attention_share']:.1%})" for w in result.report["words"]]
+        save_png(attention_grid(result.image, result.heatmaps, labels), args.save_attention)
+        print(f"wrote {args.save_attention}")
+
+
+def _prepare(args):
+    """Validate outputs and the prompt before any model is loaded; returns the parsed prompt."""
+    from emphasize.prompts import parse_prompt
+
+    _check_output(args.out, ".png", "--out")
+    _check_output(args.report, ".json", "--report")
+    _check_output(args.save_attention, ".png", "--save-attention")
+    text = args.prompt if hasattr(args, "prompt") else args.instruction
+    weighted = parse_prompt(text)
+    if args.save_attention and not weighted.spans:
+        raise CLIError("--save-attention needs at least one weighted word, e.g. 'a (cat) and a dog'")
+    return weighted
+
+
+def _label(model: str | None) -> str:
+    return model if model is not None else "embedded world model"
+
+
+def _parameters(text: str, negative: str, settings: dict) -> str:
+    from emphasize.report import a1111_parameters
+
+    return a1111_parameters(text, negative, settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_generate(args) -> int:
+    weighted = _prepare(args)
+    from emphasize import api
+    from emphasize.config import SamplingConfig
+    from emphasize.models.load import load_pipeline
+
+    config = _method_config(args)
+    sampling = SamplingConfig(
+        steps=args.steps or 50,
+        guidance_scale=args.guidance_scale,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+        negative_prompt=args.negative_prompt,
+    )
+    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler)
+    result = api.generate(
+        pipe,
+        weighted,
+        method=args.method,
+        config=config,
+        sampling=sampling,
+        record_attention=bool(args.report or args.save_attention),
+        progress=not args.quiet,
+    )
+    result.report["prompt"] = args.prompt
+    rep = result.report
+    parameters = _parameters(
+        args.prompt,
+        args.negative_prompt,
+        {
+            "Steps": rep["steps"],
+            "Sampler": rep["scheduler"],
+            "CFG scale": rep["guidance_scale"],
+            "Seed": rep["seed"],
+            "Size": f"{rep['width']}x{rep['height']}",
+            "Model": _label(args.model),
+            "Emphasize method": args.method,
+        },
+    )
+    _write_outputs(args, result, parameters, _label(args.model))
+    return 0
+
+
+def cmd_edit(args) -> int:
+    weighted = _prepare(args)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(args.image) as im:
+            image = im.convert("RGB")
+    except FileNotFoundError:
+        raise CLIError(f"input image {args.image!r} does not exist") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise CLIError(f"cannot read image {args.image!r}: {err}") from None
+
+    from emphasize import api
+    from emphasize.config import EditSamplingConfig
+    from emphasize.models.load import load_pipeline
+
+    config = _method_config(args)
+    sampling = EditSamplingConfig(
+        steps=args.steps or 100,
+        guidance_rule=args.guidance_rule,
+        text_scale=args.text_scale,
+        image_scale=args.image_scale,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+    )
+    pipe = load_pipeline(args.model, "edit", scheduler=args.scheduler)
+    result = api.edit(
+        pipe,
+        image,
+        weighted,
+        method=args.method,
+        config=config,
+        sampling=sampling,
+        record_attention=bool(args.report or args.save_attention),
+        progress=not args.quiet,
+    )
+    result.report["instruction"] = args.instruction
+    rep = result.report
+    parameters = _parameters(
+        args.instruction,
+        "",
+        {
+            "Steps": rep["steps"],
+            "Sampler": rep["scheduler"],
+            "Guidance rule": rep["guidance_rule"],
+            "Text CFG scale": rep["text_scale"],
+            "Image CFG scale": rep["image_scale"],
+            "Seed": rep["seed"],
+            "Size": f"{rep['width']}x{rep['height']}",
+            "Model": _label(args.model),
+            "Emphasize method": args.method,
+            "Input image": os.path.basename(args.image),
+        },
+    )
+    _write_outputs(args, result, parameters, _label(args.model))
+    return 0
+
+
+def cmd_bench_speed(args) -> int:
+    _check_output(args.json, ".json", "--json")
+    from emphasize.bench.speed import run_speed_benchmark
+
+    run_speed_benchmark(args.model, args.prompt, steps=args.steps, size=args.size, seed=args.seed, json_path=args.json)
+    return 0
+
+
+def cmd_models_tiny(args) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CLIError(f"--out {args.out!r} exists and is not empty")
+    from emphasize.models.tiny import TinyConfig, tiny_pipeline
+
+    config = TinyConfig(
+        in_channels=8 if args.kind == "edit" else 4, seed=args.seed, attention_gain=args.attention_gain
+    )
+    tiny_pipeline(config).save_pretrained(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("emphasize: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        print(f"emphasize: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

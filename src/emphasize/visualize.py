@@ -1,0 +1,91 @@
+"""Pictures for people: per-word attention heatmaps over the image, labelled image grids, atomic PNG writing
+with AUTOMATIC1111's `parameters` text chunk. PIL only."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, PngImagePlugin
+
+LABEL_HEIGHT = 14  # px of caption strip under/beside each tile
+TILE_MIN = 128  # tiles are upscaled (nearest) to at least this many px on the short side, so 64 px models read well
+
+
+def _jet(values: np.ndarray) -> np.ndarray:
+    """A small perceptual-enough colormap (blue -> cyan -> yellow -> red) for values in [0, 1] -> uint8 RGB."""
+    stops = np.array([[0, 0, 128], [0, 160, 255], [255, 230, 0], [220, 0, 0]], dtype=np.float32)
+    x = np.clip(values, 0, 1) * (len(stops) - 1)
+    lo = np.floor(x).astype(int).clip(0, len(stops) - 2)
+    frac = (x - lo)[..., None]
+    return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).astype(np.uint8)
+
+
+def _upscale(image: Image.Image) -> Image.Image:
+    factor = max(1, -(-TILE_MIN // min(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def heatmap_overlay(image: Image.Image, heatmap: torch.Tensor, alpha: float = 0.55) -> Image.Image:
+    """Blend a `(h, w)` map in [0, 1] (any resolution) over an RGB image."""
+    heat = torch.nn.functional.interpolate(
+        heatmap[None, None].float(), size=(image.height, image.width), mode="bilinear"
+    )
+    colored = _jet(heat[0, 0].numpy())
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return Image.fromarray((base * (1 - alpha) + colored * alpha).astype(np.uint8))
+
+
+def image_grid(
+    tiles: Sequence[Sequence[Image.Image]], row_labels: Sequence[str] = (), col_labels: Sequence[str] = ()
+) -> Image.Image:
+    """Rows x columns of equally sized tiles with text labels (rows on the left, columns on top)."""
+    rows = [[_upscale(t) for t in row] for row in tiles]
+    tw, th = rows[0][0].size
+    left = 8 + 6 * max((len(s) for s in row_labels), default=0) if row_labels else 0
+    top = LABEL_HEIGHT + 2 if col_labels else 0
+    ncols = max(len(r) for r in rows)
+    grid = Image.new("RGB", (left + ncols * (tw + 2), top + len(rows) * (th + 2)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, label in enumerate(col_labels):
+        draw.text((left + j * (tw + 2) + 2, 2), label, fill="black")
+    for i, row in enumerate(rows):
+        y = top + i * (th + 2)
+        if i < len(row_labels):
+            draw.text((2, y + th // 2 - 5), row_labels[i], fill="black")
+        for j, tile in enumerate(row):
+            grid.paste(tile, (left + j * (tw + 2), y))
+    return grid
+
+
+def attention_grid(image: Image.Image, heatmaps: torch.Tensor, labels: Sequence[str]) -> Image.Image:
+    """The image followed by one heatmap overlay per word, labelled."""
+    tiles = [image] + [heatmap_overlay(image, heatmaps[k]) for k in range(len(labels))]
+    return image_grid([tiles], col_labels=["image", *labels])
+
+
+def save_atomic(path: str | os.PathLike, write) -> Path:
+    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place (no partial files)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, parameters: str | None = None) -> Path:
+    """Write a PNG atomically, with AUTOMATIC1111's `parameters` text chunk when given."""
+    info = None
+    if parameters is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters)
+    return save_atomic(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
