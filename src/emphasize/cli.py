@@ -192,6 +192,19 @@ def _prepare(args):
     return weighted
 
 
+def _quiet_libraries() -> None:
+    """Keep library loading bars and info logs off the terminal: stderr carries our progress bar and errors."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def _label(model: str | None) -> str:
     return model if model is not None else "embedded world model"
 
@@ -208,6 +221,7 @@ def _parameters(text: str, negative: str, settings: dict) -> str:
 
 def cmd_generate(args) -> int:
     weighted = _prepare(args)
+    _quiet_libraries()
     from emphasize import api
     from emphasize.config import SamplingConfig
     from emphasize.models.load import load_pipeline
@@ -262,6 +276,7 @@ def cmd_edit(args) -> int:
     except (UnidentifiedImageError, OSError) as err:
         raise CLIError(f"cannot read image {args.image!r}: {err}") from None
 
+    _quiet_libraries()
     from emphasize import api
     from emphasize.config import EditSamplingConfig
     from emphasize.models.load import load_pipeline
@@ -311,6 +326,7 @@ def cmd_edit(args) -> int:
 
 def cmd_bench_speed(args) -> int:
     _check_output(args.json, ".json", "--json")
+    _quiet_libraries()
     from emphasize.bench.speed import run_speed_benchmark
 
     run_speed_benchmark(args.model, args.prompt, steps=args.steps, size=args.size, seed=args.seed, json_path=args.json)
