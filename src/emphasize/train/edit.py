@@ -1,0 +1,108 @@
+"""Train the world instruction-editing model: an 8-channel UNet (InstructPix2Pix layout: noisy latent + the
+unscaled VAE posterior mode of the input image) on every world task family (segment, keypoint, edit, enhance).
+
+Conditions are dropped as InstructDiffusion does, with one draw r ~ U(0, 1) per item: the instruction becomes ""
+when r < `text_dropout`, the image condition becomes zeros when `text_dropout` <= r < `text_dropout` +
+`image_dropout`, never both; so both guidance rules (InstructPix2Pix and InstructDiffusion) have their branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from emphasize.train.common import images_to_tensor, train_seed
+from emphasize.train.diffusion import (
+    DiffusionConfig,
+    build_text_encoder,
+    encode_images,
+    load_text_encoder,
+    load_vae,
+    train_diffusion,
+)
+
+FAMILIES = ("segment", "keypoint", "edit", "enhance")
+
+
+@dataclass(frozen=True)
+class EditConfig(DiffusionConfig):
+    text_dropout: float = 0.075  # P(instruction -> "")
+    image_dropout: float = 0.075  # P(image condition -> zeros), disjoint from the text dropout
+    sample_steps: int = 25  # default DDIM steps recorded in the model card
+    guidance_scale: float = 5.0  # default text guidance scale recorded in the model card
+    image_guidance_scale: float = 1.5  # default image guidance scale recorded in the model card
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.text_dropout < 0 or self.image_dropout < 0 or self.text_dropout + self.image_dropout >= 1:
+            raise ValueError(
+                f"text_dropout={self.text_dropout}, image_dropout={self.image_dropout}: each must be "
+                ">= 0 and their sum < 1"
+            )
+
+
+def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
+    """Step `step`'s scaled target latents, unscaled input latents (dropped to zeros) and instructions."""
+    from emphasize.world import sample_task
+
+    items = []
+    for i in range(config.batch_size):
+        s = train_seed(config.seed, step * config.batch_size + i)
+        items.append(sample_task(FAMILIES[s % len(FAMILIES)], s, config.image_size))
+    device = next(vae.parameters()).device
+    target = encode_images(vae, images_to_tensor([it.target for it in items]).to(device)) * vae.config.scaling_factor
+    cond = encode_images(vae, images_to_tensor([it.input for it in items]).to(device))
+    r = torch.rand(len(items), generator=generator)
+    drop_text = r < config.text_dropout
+    drop_image = (r >= config.text_dropout) & (r < config.text_dropout + config.image_dropout)
+    cond = cond * (~drop_image).to(cond).view(-1, 1, 1, 1)
+    prompts = ["" if d else it.instruction for it, d in zip(items, drop_text.tolist(), strict=True)]
+    return target, cond, prompts
+
+
+def train_edit(
+    out: str | Path,
+    vae: str | Path,
+    config: EditConfig | None = None,
+    *,
+    text_encoder: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = True,
+    show_progress: bool = True,
+) -> Path:
+    """Train the editing UNet; return the exported `StableDiffusionInstructPix2PixPipeline` directory.
+
+    Args:
+        out: run directory: `checkpoint.pt` and `model/` (the pipeline, EMA weights).
+        vae: a trained VAE directory (`train_vae`'s --out, its `model/`, or a pipeline dir with `vae/`).
+        config: recipe knobs.
+        text_encoder: a trained CLIPTextModel directory (e.g. the t2i pipeline's), kept frozen; when None a fresh
+            text encoder is trained jointly with the UNet.
+        device: `cpu` or `cuda`.
+        resume: continue from `out/checkpoint.pt` when it exists.
+        show_progress: show the tqdm bar.
+    """
+    config = config or EditConfig()
+    device = torch.device(device)
+    vae_model = load_vae(vae, device)
+    encoder = load_text_encoder(text_encoder, device) if text_encoder else build_text_encoder(config).to(device)
+    card = {
+        "image_guidance_scale": config.image_guidance_scale,
+        "vae_scaling_factor": vae_model.config.scaling_factor,
+        "image_condition": "unscaled VAE posterior mode of the input image",
+    }
+    return train_diffusion(
+        Path(out),
+        config,
+        kind="edit",
+        vae=vae_model,
+        text_encoder=encoder,
+        train_text=text_encoder is None,
+        make_batch=lambda step, g: edit_batch(vae_model, config, step, g),
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
+        card=card,
+    )
