@@ -132,6 +132,8 @@ def test_descending_importance_loss_excites_and_suppresses():
         state().loss.sum().backward()
         opt.step()
     end = state()
-    assert end.loss.item() < 0.2 * start.loss.item()
+    assert end.loss.item() < 0.3 * start.loss.item()
     assert end.peaks[0, 0] > start.peaks[0, 0] and end.peaks[0, 0] > 0.9
-    assert end.masses[0, 1] < start.masses[0, 1]
+    # the sharpened token softmax saturates on pixels another token owns outright, so the heavy group's share
+    # grows from 0.18 to about 0.7 rather than to 1; the light group's share is drained
+    assert end.masses[0, 0] > 3 * start.masses[0, 0] and end.masses[0, 1] < 0.2 * start.masses[0, 1]
