@@ -140,3 +140,68 @@ def test_edit_model_must_be_8_channel(capsys, tmp_path, t2i_dir):
     Image.new("RGB", (64, 64)).save(src)
     code, _, err = run(capsys, "edit", str(src), "make it red", "--model", t2i_dir, "--out", str(tmp_path / "o.png"))
     assert code == 2 and "channel" in err
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from emphasize.models.tiny_clip import tiny_clip
+
+    path = tmp_path_factory.mktemp("tiny-clip")
+    model, tokenizer = tiny_clip()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("method, saliency", [("sgool", "attention"), ("doodl", "spectral")])
+def test_saliency_methods_end_to_end(capsys, tmp_path, t2i_dir, clip_dir, method, saliency):
+    out, report, figure = tmp_path / "s.png", tmp_path / "s.json", tmp_path / "sal.png"
+    extra = ["--save-saliency", str(figure)] if method == "sgool" else []
+    code, _, err = run(
+        capsys,
+        "generate",
+        "a red circle and a blue square",
+        "--model",
+        t2i_dir,
+        "--method",
+        method,
+        "--clip",
+        clip_dir,
+        "--saliency",
+        saliency,
+        "--steps",
+        "2",
+        "--opt-steps",
+        "1",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+        *extra,
+    )
+    assert code == 0, err
+    rep = json.loads(report.read_text())
+    assert rep["method"] == method and len(rep["optimization"]["losses"]) == 2  # initial + after one update
+    assert "Emphasize method: " + method in Image.open(out).info["parameters"]
+    if method == "sgool":
+        assert rep["saliency"] == "attention" and len(rep["optimization"]["boxes"]) >= 1
+        assert figure.exists()
+
+
+def test_missing_transalnet_checkpoint_fails_before_loading(capsys, tmp_path, t2i_dir, clip_dir):
+    code, _, err = run(
+        capsys,
+        "generate",
+        "a red circle",
+        "--model",
+        t2i_dir,
+        "--method",
+        "sgool",
+        "--clip",
+        clip_dir,
+        "--saliency",
+        f"transalnet:{tmp_path / 'TranSalNet_Res.pth'}",
+        "--out",
+        str(tmp_path / "x.png"),
+    )
+    assert code == 2 and "TranSalNet checkpoint not found" in err and not (tmp_path / "x.png").exists()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 METHODS = ("plain", "attend-excite", "importance", "reweight", "embed")
+SALIENCY_METHODS = ("sgool", "doodl")  # text-to-image only: CLIP-guided optimization of the initial latent
 SCHEDULERS = ("ddim", "euler", "euler-ancestral", "dpm", "pndm", "lms")
 
 
@@ -25,7 +26,12 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         "--model",
         help="diffusers directory, hub id (local cache) or .ckpt/.safetensors file; default: the embedded world model",
     )
-    p.add_argument("--method", default="importance", choices=METHODS, help="guidance method (default: importance)")
+    p.add_argument(
+        "--method",
+        default="importance",
+        choices=METHODS + SALIENCY_METHODS,
+        help="guidance method (default: importance; sgool/doodl: text-to-image only)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: {default_steps})")
     p.add_argument("--width", type=int, default=None, help="image width in px")
@@ -67,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "50")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     p.add_argument("--negative-prompt", default="", help="negative prompt")
+    s = p.add_argument_group("saliency-guided optimization (--method sgool | doodl)")
+    s.add_argument("--opt-steps", type=int, default=50, help="optimization steps of the initial latent (default 50)")
+    s.add_argument("--grad-scale", type=float, default=1.0, help="loss multiplier = learning rate (default 1)")
+    s.add_argument("--salient-weight", type=float, default=1.0, help="lambda on the salient-crop term (default 1)")
+    s.add_argument("--crops", type=int, default=3, help="salient crops K at most (default 3)")
+    s.add_argument("--saliency", default="spectral", help="spectral | attention | transalnet:PATH (default spectral)")
+    s.add_argument("--saliency-once", action="store_true", help="compute saliency on the first image only")
+    s.add_argument("--clip", default=None, help="CLIP model dir or cached hub id (default: the embedded world CLIP)")
+    s.add_argument("--save-saliency", default=None, help="write a PNG of the saliency map and the salient boxes")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("edit", help="instruction editing with word weights (InstructPix2Pix / InstructDiffusion)")
@@ -172,7 +187,7 @@ def _write_outputs(args, result, parameters: str, model_label: str) -> None:
 
         save_atomic(args.report, write_json)
         print(f"wrote {args.report}")
-    if args.save_attention:
+    if args.save_attention and result.heatmaps is not None and result.report["words"]:
         labels = [f"{w['text']} x{w['weight']:.3g} ({w['attention_share']:.1%})" for w in result.report["words"]]
         save_png(attention_grid(result.image, result.heatmaps, labels), args.save_attention)
         print(f"wrote {args.save_attention}")
@@ -221,7 +236,12 @@ def _parameters(text: str, negative: str, settings: dict) -> str:
 
 def cmd_generate(args) -> int:
     weighted = _prepare(args)
+    _check_output(args.save_saliency, ".png", "--save-saliency")
+    if args.save_saliency and args.method != "sgool":
+        raise CLIError("--save-saliency needs --method sgool")
     _quiet_libraries()
+    if args.method in SALIENCY_METHODS:
+        return _generate_saliency(args)
     from emphasize import api
     from emphasize.config import SamplingConfig
     from emphasize.models.load import load_pipeline
@@ -261,6 +281,68 @@ def cmd_generate(args) -> int:
         },
     )
     _write_outputs(args, result, parameters, _label(args.model))
+    return 0
+
+
+def _generate_saliency(args) -> int:
+    from emphasize.config import SamplingConfig
+    from emphasize.models.load import load_clip, load_pipeline
+    from emphasize.saliency_guidance import optimize
+    from emphasize.sgool import SGOOLConfig
+
+    config = SGOOLConfig(
+        optimization_steps=args.opt_steps,
+        grad_scale=args.grad_scale,
+        salient_weight=args.salient_weight,
+        num_crops=args.crops,
+        saliency_every_step=not args.saliency_once,
+        sampling_steps=args.steps or 50,
+        guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
+    )
+    SamplingConfig(height=args.height, width=args.width, seed=args.seed)  # validates the shared options
+    saliency = args.saliency
+    if args.method == "sgool" and saliency.strip().lower() not in ("spectral", "attention"):
+        from emphasize.saliency import get_detector
+
+        get_detector(saliency)  # a missing TranSalNet file fails here, before the models load
+    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler)
+    clip = load_clip(args.clip)
+    result = optimize(
+        pipe,
+        args.prompt,
+        method=args.method,
+        clip=clip,
+        saliency=saliency,
+        config=config,
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+    )
+    rep = result.report
+    parameters = _parameters(
+        args.prompt,
+        args.negative_prompt,
+        {
+            "Steps": rep["steps"],
+            "Sampler": "EDICT",
+            "CFG scale": args.guidance_scale,
+            "Seed": rep["seed"],
+            "Size": f"{rep['width']}x{rep['height']}",
+            "Model": _label(args.model),
+            "Emphasize method": args.method,
+            "Optimization steps": args.opt_steps,
+            "Saliency": rep["saliency"],
+        },
+    )
+    _write_outputs(args, result, parameters, _label(args.model))
+    if args.save_saliency:
+        from emphasize.visualize import saliency_figure, save_png
+
+        opt = rep["optimization"]
+        boxes = opt["boxes"][opt["best_step"]] if opt["boxes"] else []
+        save_png(saliency_figure(result.image, result.heatmaps[0], boxes), args.save_saliency)
+        print(f"wrote {args.save_saliency}")
     return 0
 
 

@@ -123,7 +123,8 @@ def optimize_latents(
     with torch.enable_grad():
         z = latents.detach().requires_grad_(True)
         out = loss_pass(z)
-        diag = StepDiagnostics(step, float(out.loss.detach().sum()), out.peaks[0].detach().tolist(), step_size=step_size)
+        loss, peaks = float(out.loss.detach().sum()), out.peaks[0].detach().tolist()
+        diag = StepDiagnostics(step=step, loss=loss, peaks=peaks, step_size=step_size)
         # 1. iterative refinement: same updates as A&E, without its redundant re-computation of the first pass
         if threshold is not None and refine_groups != []:
             cols = slice(None) if refine_groups is None else refine_groups

@@ -89,3 +89,12 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: str | None
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", parameters)
     return save_atomic(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+
+
+def saliency_figure(image: Image.Image, saliency: torch.Tensor, boxes: Sequence[dict]) -> Image.Image:
+    """The image, and the saliency map over it with the salient boxes (dicts with top/left/bottom/right) drawn."""
+    overlay = heatmap_overlay(image, saliency)
+    draw = ImageDraw.Draw(overlay)
+    for box in boxes:
+        draw.rectangle([box["left"], box["top"], box["right"] - 1, box["bottom"] - 1], outline=(255, 255, 255))
+    return image_grid([[image, overlay]], col_labels=["image", f"saliency, {len(boxes)} salient boxes"])

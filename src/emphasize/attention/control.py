@@ -45,8 +45,10 @@ class AttentionController:
             per_row = per_row * (keep + (1 - keep) * token_scale)
             probs = per_row.reshape(probs.shape)
         # recorded after any rescaling: the report shows the attention the model actually used
-        if self.record_rows and (self.keep_pass or self.keep_running):
-            self.store.record(per_row[list(self.record_rows)], heads, self.keep_pass, self.keep_running)
+        # running statistics come from sampling passes only, never from gradient (re)computations
+        keep_running = self.keep_running and not probs.requires_grad
+        if self.record_rows and (self.keep_pass or keep_running):
+            self.store.record(per_row[list(self.record_rows)], heads, self.keep_pass, keep_running)
         return probs
 
     def set_pass(

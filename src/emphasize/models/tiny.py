@@ -58,7 +58,7 @@ def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
         norm_num_groups=16,
     )
     with torch.no_grad():
-        for name, module in unet.named_modules():
+        for module in unet.modules():
             if getattr(module, "is_cross_attention", False):
                 module.to_q.weight.mul_(config.attention_gain)
                 module.to_k.weight.mul_(config.attention_gain)
