@@ -52,6 +52,7 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         help="latent downsampling of the optimized attention maps (default: the level closest to 4)",
     )
     g.add_argument("--no-refinement", action="store_true", help="attend-excite without iterative refinement")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -121,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
+
+    p = sub.add_parser("demo", help="first run: plain vs the methods on the embedded world model, as an image grid")
+    p.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the embedded model's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one grid column per seed")
+    p.add_argument("--prompt", default=None, help="a weighted world prompt (default: chosen by measurement)")
+    p.add_argument("--model", default=None, help="text-to-image model (default: the embedded world model)")
+    p.set_defaults(func=cmd_demo)
 
     from emphasize.world.cli import register as register_world
 
@@ -220,6 +229,12 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def _device(args) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _label(model: str | None) -> str:
     return model if model is not None else "embedded world model"
 
@@ -255,7 +270,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         negative_prompt=args.negative_prompt,
     )
-    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler)
+    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler, device=_device(args))
     result = api.generate(
         pipe,
         weighted,
@@ -306,8 +321,8 @@ def _generate_saliency(args) -> int:
         from emphasize.saliency import get_detector
 
         get_detector(saliency)  # a missing TranSalNet file fails here, before the models load
-    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler)
-    clip = load_clip(args.clip)
+    pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler, device=_device(args))
+    clip = load_clip(args.clip, device=_device(args))
     result = optimize(
         pipe,
         args.prompt,
@@ -373,7 +388,7 @@ def cmd_edit(args) -> int:
         width=args.width,
         seed=args.seed,
     )
-    pipe = load_pipeline(args.model, "edit", scheduler=args.scheduler)
+    pipe = load_pipeline(args.model, "edit", scheduler=args.scheduler, device=_device(args))
     result = api.edit(
         pipe,
         image,
@@ -403,6 +418,18 @@ def cmd_edit(args) -> int:
         },
     )
     _write_outputs(args, result, parameters, _label(args.model))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    _quiet_libraries()
+    from emphasize.demo import run_demo
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {args.out!r} exists and is not a directory")
+    grid = run_demo(out, steps=args.steps, seeds=args.seeds, prompt=args.prompt, model=args.model)
+    print(f"wrote {grid}")
     return 0
 
 

@@ -115,7 +115,10 @@ def run_speed_benchmark(
     ae = AttendExciteConfig()
     ae_no_refine = replace(ae, schedule=replace(ae.schedule, thresholds=()))
     noise = api.initial_noise(seed, (1, 4, h, w), device, pipe.unet.dtype)
-    diffusers_ae = StableDiffusionAttendAndExcitePipeline(**pipe.components)
+    parts = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor")
+    diffusers_ae = StableDiffusionAttendAndExcitePipeline(
+        **{k: getattr(pipe, k, None) for k in parts}, requires_safety_checker=False
+    )
     diffusers_ae.set_progress_bar_config(disable=True)
 
     def run_diffusers_ae() -> None:
