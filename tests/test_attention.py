@@ -119,3 +119,21 @@ def test_no_cross_attention_is_a_clear_error():
     with pytest.raises(ValueError, match="no cross-attention layers"):
         with capture_attention(unet):
             pass
+
+
+def test_stop_after_ends_the_pass_with_the_same_maps(tiny_t2i):
+    from emphasize.attention.control import StopForward
+
+    unet = tiny_t2i.unet
+    x, embeds = torch.randn(1, 4, 32, 32), torch.randn(1, 77, 32)
+    with capture_attention(unet) as controller:
+        controller.set_pass(rows=(0,), keep_pass=True)
+        unet(x, 10, encoder_hidden_states=embeds)
+        full = controller.store.aggregate((16, 16))
+        assert len(controller.store.pass_maps[1024]) == 3  # down 0 and up 1 (two layers) at 32x32
+        controller.set_pass(rows=(0,), keep_pass=True, stop_after=(256, 1))  # the mid block is the only 16x16
+        with pytest.raises(StopForward):
+            unet(x, 10, encoder_hidden_states=embeds)
+        assert set(controller.store.pass_maps) == {1024, 256}
+        assert len(controller.store.pass_maps[1024]) == 1  # the up blocks never ran
+        assert torch.equal(controller.store.aggregate((16, 16)), full)

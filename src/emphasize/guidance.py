@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from emphasize.attention.control import AttentionController
+from emphasize.attention.control import AttentionController, StopForward
 from emphasize.attention.store import resolve_attention_size
 from emphasize.losses import AttentionLossConfig, LossFn, LossOutput
 from emphasize.optimize import GuidanceDiagnostics, GuidanceSchedule, NonFiniteGuidance, optimize_latents
@@ -70,14 +70,20 @@ def attention_guidance(
         diagnostics: filled in place with per-step losses and early stops.
     """
     conditional = batch.conditional()
-    size: list[tuple[int, int]] = []
+    size: list[tuple[int, int]] = []  # resolved on the first loss pass
+    stop_after: list[tuple[int, int]] = []  # (HW, layers at that size): later passes end after the last one
 
     def loss_pass(z: torch.Tensor, t: torch.Tensor) -> LossOutput:
-        controller.set_pass(rows=(0,), keep_pass=True)
+        controller.set_pass(rows=(0,), keep_pass=True, stop_after=stop_after[0] if stop_after else None)
         x, embeds = conditional.unet_input(scheduler.scale_model_input(z, t))
-        unet(x, t, encoder_hidden_states=embeds)
+        try:
+            unet(x, t, encoder_hidden_states=embeds)
+        except StopForward:  # every map the loss needs is recorded; the rest of the UNet is not needed
+            pass
         if not size:
             size.append(resolve_attention_size(controller.store.seen_pixels(), latent_hw, attention_factor))
+            pixels = size[0][0] * size[0][1]
+            stop_after.append((pixels, len(controller.store.pass_maps[pixels])))
         maps = controller.store.aggregate(size[0]).float()  # (1, h, w, T)
         controller.set_pass()
         return loss_fn(maps, groups, weights, num_tokens, loss_config)
@@ -107,4 +113,3 @@ def attention_guidance(
         return new.to(latents.dtype)
 
     return pre_step
-

@@ -17,6 +17,11 @@ import torch
 from emphasize.attention.store import AttentionStore
 
 
+class StopForward(Exception):
+    """Raised by the capture processor once a loss pass has recorded every map it needs: the rest of the UNet
+    (the expensive high-resolution up blocks) would only compute a noise prediction nobody reads."""
+
+
 @dataclass
 class AttentionController:
     """Mutable per-pass state shared by all capture processors of one UNet.
@@ -32,6 +37,7 @@ class AttentionController:
     keep_running: bool = False  # add this pass's maps to the running statistics (reporting)
     token_scale: torch.Tensor | None = None  # (T,) multiplier on post-softmax probabilities (reweight), or None
     scale_rows: tuple[int, ...] = ()  # batch rows the token scale applies to
+    stop_after: tuple[int, int] | None = None  # (HW, n): raise StopForward after the n-th map of HW pixels
 
     def on_probs(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
         """Record and optionally rescale `(B*heads, HW, T)` probabilities; returns the probabilities to use."""
@@ -49,14 +55,31 @@ class AttentionController:
         keep_running = self.keep_running and not probs.requires_grad
         if self.record_rows and (self.keep_pass or keep_running):
             self.store.record(per_row[list(self.record_rows)], heads, self.keep_pass, keep_running)
+            if (
+                self.stop_after is not None
+                and len(self.store.pass_maps.get(self.stop_after[0], ())) == self.stop_after[1]
+            ):
+                raise StopForward
         return probs
 
     def set_pass(
-        self, rows: tuple[int, ...] = (), keep_pass: bool = False, keep_running: bool = False
+        self,
+        rows: tuple[int, ...] = (),
+        keep_pass: bool = False,
+        keep_running: bool = False,
+        stop_after: tuple[int, int] | None = None,
     ) -> AttentionController:
-        """Configure the next UNet pass (and clear the previous pass's maps)."""
+        """Configure the next UNet pass (and clear the previous pass's maps).
+
+        Args:
+            rows: batch rows to record.
+            keep_pass: keep the maps with their graph (a loss pass).
+            keep_running: add them to the running statistics.
+            stop_after: `(HW, n)`: end the pass early (`StopForward`) once n maps of HW pixels are recorded.
+        """
         self.store.reset()
         self.record_rows, self.keep_pass, self.keep_running = rows, keep_pass, keep_running
+        self.stop_after = stop_after
         return self
 
 
