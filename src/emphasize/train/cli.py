@@ -40,7 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Train the embedded world models from scratch (deterministic for a "
         "seed; resumes from DIR/checkpoint.pt).",
     )
-    recipes = parser.add_subparsers(dest="recipe", metavar="{vae,t2i,edit,clip}", required=True)
+    recipes = parser.add_subparsers(dest="recipe", metavar="{vae,t2i,edit,clip,ship}", required=True)
     helps = {
         "vae": "the world VAE (AutoencoderKL, factor 4)",
         "t2i": "the text-to-image UNet + text encoder",
@@ -71,6 +71,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         if name == "vae":
             p.add_argument("--size", type=_positive_int, default=64, help="image side in px (default 64)")
         p.set_defaults(func=run)
+    p = recipes.add_parser("ship", help="copy trained models into the package (float16) and write MANIFEST.json")
+    for name in ("t2i", "edit", "clip"):
+        p.add_argument(f"--{name}", help=f"trained {name} run directory (train {name}'s --out)")
+    p.add_argument("--dest", help="embedded models directory (default: the installed package's)")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=ship)
     return parser
 
 
@@ -118,6 +124,24 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(path)
+    return 0
+
+
+def ship(args) -> int:
+    """Handler of `train ship`."""
+    try:
+        from emphasize.train.common import TrainError
+        from emphasize.train.ship import ship_model, write_manifest
+
+        names = [n for n in ("t2i", "edit", "clip") if getattr(args, n)]
+        if not names:
+            raise TrainError("nothing to ship: pass --t2i, --edit and/or --clip")
+        for name in names:
+            print(ship_model(getattr(args, name), name, args.dest, float16=not args.float32))
+        print(write_manifest(args.dest))
+    except (TrainError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -34,7 +34,7 @@ RELATION_SWAP = {"left of": "right of", "right of": "left of", "above": "below",
 
 @dataclass(frozen=True)
 class ClipConfig:
-    steps: int = 1500  # optimizer steps
+    steps: int = 1000  # optimizer steps
     batch_size: int = 64  # images (and true captions) per step
     hard_negatives: int = 4  # one-attribute caption variants per image added as negatives
     lr: float = 1e-3  # AdamW peak learning rate (warmup, then cosine to 10%)

@@ -35,9 +35,9 @@ BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    steps: int = 3000  # optimizer steps
+    steps: int = 2500  # optimizer steps
     batch_size: int = 32  # items per step
-    lr: float = 1e-3  # AdamW peak learning rate (warmup, then cosine to 10%)
+    lr: float = 6e-4  # AdamW peak learning rate (warmup, then cosine to 10%)
     warmup: int = 100  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay
     image_size: int = 64  # world image side in px
@@ -45,7 +45,7 @@ class DiffusionConfig:
     attention_heads: int = 4  # cross-attention heads (diffusers' `attention_head_dim`)
     text_width: int = 64  # text encoder hidden size (= the UNet's cross_attention_dim)
     text_layers: int = 2  # text encoder depth
-    ema_decay: float = 0.999  # EMA of the UNet and text encoder weights (the shipped weights)
+    ema_decay: float = 0.995  # EMA of the UNet and text encoder weights (the shipped weights)
     checkpoint_every: int = 250  # steps between checkpoints (and at the end)
     sample_steps: int = 25  # default DDIM steps recorded in the model card
     guidance_scale: float = 5.0  # default classifier-free guidance scale recorded in the model card

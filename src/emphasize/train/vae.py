@@ -33,7 +33,7 @@ MODEL_DIR = "model"  # the trained AutoencoderKL inside --out
 
 @dataclass(frozen=True)
 class VAEConfig:
-    steps: int = 1500  # optimizer steps
+    steps: int = 1200  # optimizer steps
     batch_size: int = 16  # images per step
     lr: float = 1e-3  # AdamW peak learning rate (warmup, then cosine to 10%)
     warmup: int = 50  # linear warmup steps

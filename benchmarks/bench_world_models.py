@@ -1,0 +1,257 @@
+"""Quality bars of the embedded world models, measured with the world detector on held-out seeds (>= 10^9).
+
+    .venv/bin/python benchmarks/bench_world_models.py                      # every shipped model
+    .venv/bin/python benchmarks/bench_world_models.py --models vae,clip --n 200
+    .venv/bin/python benchmarks/bench_world_models.py --t2i runs/t2i --edit runs/edit --clip runs/clip
+
+Bars: VAE reconstruction PSNR >= 30 dB; t2i single-object prompts with shape and colour right >= 90% (default DDIM
+steps and CFG from the model card); two/three-object all-present rate and binding reported; editing: recolour
+success >= 80%, segmentation mask IoU >= 0.6, keypoint error <= 4 px, denoise PSNR gain >= 6 dB; world CLIP top-1
+among 10 captions differing in one attribute >= 90%. Writes a JSON of every number (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
+BARS = {  # metric -> (target, "min" or "max")
+    "vae_psnr": (30.0, "min"),
+    "t2i_single_shape_colour": (0.90, "min"),
+    "edit_recolour_success": (0.80, "min"),
+    "edit_segment_iou": (0.60, "min"),
+    "edit_keypoint_error_px": (4.0, "max"),
+    "edit_denoise_psnr_gain": (6.0, "min"),
+    "clip_top1_of_10": (0.90, "min"),
+}
+
+
+def _defaults(directory: Path) -> dict:
+    path = directory / "sampling_defaults.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _model_dir(path: str | None, name: str) -> Path:
+    from emphasize.models.load import EMBEDDED_DIR
+
+    if path is None:
+        return EMBEDDED_DIR / name
+    path = Path(path)
+    return path / "model" if (path / "model").is_dir() else path
+
+
+def _seeds(n: int, want, start: int = EVAL_START, limit: int = 200_000) -> list:
+    """The first `n` held-out items accepted by `want(seed) -> item or None`."""
+    items, seed = [], start
+    while len(items) < n and seed < start + limit:
+        item = want(seed)
+        if item is not None:
+            items.append(item)
+        seed += 1
+    return items
+
+
+def bench_vae(pipe_dir: Path, n: int) -> dict:
+    from diffusers import AutoencoderKL
+
+    from emphasize.train.vae import eval_images, reconstruction_psnr
+
+    vae = AutoencoderKL.from_pretrained(str(pipe_dir / "vae"), dtype=torch.float32).eval()
+    images = eval_images(n, 64)
+    half = n // 2
+    return {
+        "vae_psnr": reconstruction_psnr(vae, images),
+        "vae_psnr_tasks": reconstruction_psnr(vae, images[:half]),
+        "vae_psnr_t2i": reconstruction_psnr(vae, images[half:]),
+        "vae_scaling_factor": vae.config.scaling_factor,
+    }
+
+
+def _generate(pipe, prompts: list[str], seeds: list[int], steps: int, scale: float, batch: int = 50) -> np.ndarray:
+    out = []
+    for i in range(0, len(prompts), batch):
+        generators = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
+        images = pipe(
+            prompts[i : i + batch],
+            num_inference_steps=steps,
+            guidance_scale=scale,
+            generator=generators,
+            output_type="np",
+            height=64,
+            width=64,
+        ).images
+        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def bench_t2i(pipe_dir: Path, n: int, steps: int | None, scale: float | None) -> dict:
+    from diffusers import StableDiffusionPipeline
+
+    from emphasize.world import detect, sample_t2i, score_t2i
+
+    defaults = _defaults(pipe_dir)
+    steps = steps or defaults.get("num_inference_steps", 25)
+    scale = scale or defaults.get("guidance_scale", 5.0)
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    result = {"t2i_steps": steps, "t2i_guidance_scale": scale}
+    for count in (1, 2, 3):
+
+        def want(s, count=count):
+            item = sample_t2i(s, 64)
+            return item if len(item.spec.objects) == count else None
+
+        items = _seeds(n, want)
+        images = _generate(pipe, [it.caption for it in items], [it.seed for it in items], steps, scale)
+        rows = [score_t2i(it.spec, img) for it, img in zip(items, images, strict=True)]
+        mean = {
+            k: float(np.mean([r[k] for r in rows if r.get(k) is not None]))
+            for k in rows[0]
+            if isinstance(rows[0][k], int | float)
+        }
+        if count == 1:
+            right = [
+                any(d.shape == it.spec.objects[0].shape and d.colour == it.spec.objects[0].colour for d in detect(img))
+                for it, img in zip(items, images, strict=True)
+            ]
+            result["t2i_single_shape_colour"] = float(np.mean(right))
+            result["t2i_single_colour"] = mean.get("colour_recall")
+            result["t2i_single_shape"] = mean.get("shape_recall")
+            result["t2i_single_object_recall"] = mean.get("object_recall")
+        else:
+            result[f"t2i_{count}obj_all_present"] = mean.get("all_present")
+            result[f"t2i_{count}obj_binding"] = mean.get("binding")
+            result[f"t2i_{count}obj_object_recall"] = mean.get("object_recall")
+    return result
+
+
+def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from PIL import Image
+
+    from emphasize.world import sample_task, task_metrics
+    from emphasize.world.metrics import psnr
+
+    defaults = _defaults(pipe_dir)
+    steps = steps or defaults.get("num_inference_steps", 25)
+    text_scale = defaults.get("guidance_scale", 5.0)
+    image_scale = defaults.get("image_guidance_scale", 1.5)
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        str(pipe_dir), dtype=torch.float32, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    result = {"edit_steps": steps, "edit_text_scale": text_scale, "edit_image_scale": image_scale}
+    cases = {
+        "recolour": ("edit", "recolour"),
+        "segment": ("segment", None),
+        "keypoint": ("keypoint", None),
+        "denoise": ("enhance", "denoise"),
+        "remove": ("edit", "remove"),
+        "add": ("edit", "add"),
+        "move": ("edit", "move"),
+        "deblur": ("enhance", "deblur"),
+    }
+    for name, (task, kind) in cases.items():
+        items = [sample_task(task, EVAL_START + i, 64, kind=kind) for i in range(n)]
+        outputs = []
+        for i in range(0, n, 50):
+            chunk = items[i : i + 50]
+            generators = [torch.Generator().manual_seed(EVAL_START + i + j) for j in range(len(chunk))]
+            images = pipe(
+                [it.instruction for it in chunk],
+                image=[Image.fromarray(it.input) for it in chunk],
+                num_inference_steps=steps,
+                guidance_scale=text_scale,
+                image_guidance_scale=image_scale,
+                generator=generators,
+                output_type="np",
+            ).images
+            outputs.extend((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        rows = [task_metrics(it, out) for it, out in zip(items, outputs, strict=True)]
+        result[f"edit_{name}_success"] = float(np.mean([r["success"] for r in rows]))
+        result[f"edit_{name}_psnr"] = float(np.mean([r["psnr"] for r in rows]))
+        if name == "segment":
+            result["edit_segment_iou"] = float(np.mean([r["mask_iou"] for r in rows]))
+        if name == "keypoint":
+            errors = [r["keypoint_error"] for r in rows]
+            found = [e for e in errors if e is not None]
+            result["edit_keypoint_found"] = len(found) / len(errors)
+            # a missing ring counts as the image diagonal, so misses cannot flatter the mean
+            result["edit_keypoint_error_px"] = float(
+                np.mean([e if e is not None else 64 * math.sqrt(2) for e in errors])
+            )
+            result["edit_keypoint_error_found_median_px"] = float(np.median(found)) if found else None
+        if name == "denoise":
+            gain = [psnr(out, it.target) - psnr(it.input, it.target) for it, out in zip(items, outputs, strict=True)]
+            result["edit_denoise_psnr_gain"] = float(np.mean(gain))
+    return result
+
+
+def bench_clip(clip_dir: Path, n: int) -> dict:
+    from emphasize.models.load import load_clip
+    from emphasize.train.clip import retrieval_accuracy
+
+    clip = load_clip(clip_dir)
+    return {"clip_top1_of_10": retrieval_accuracy(clip.model, clip.tokenizer, n=n, choices=10)}
+
+
+def verdicts(result: dict) -> dict:
+    out = {}
+    for key, (target, sense) in BARS.items():
+        if result.get(key) is not None:
+            ok = result[key] >= target if sense == "min" else result[key] <= target
+            out[key] = {"value": result[key], "target": target, "sense": sense, "pass": bool(ok)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="vae,t2i,edit,clip", help="comma list of vae,t2i,edit,clip")
+    parser.add_argument("--t2i", help="t2i pipeline dir (default: the embedded one); its VAE is the one measured")
+    parser.add_argument("--edit", help="edit pipeline dir (default: the embedded one)")
+    parser.add_argument("--clip", help="CLIP dir (default: the embedded one)")
+    parser.add_argument("--n", type=int, default=200, help="held-out items per measurement")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model card's)")
+    parser.add_argument("--scale", type=float, help="t2i CFG scale (default: the model card's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", default="runs/bench_world_models.json", help="JSON of the results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result: dict = {"n": args.n}
+    for name in models:
+        t0 = time.time()
+        if name == "vae":
+            result.update(bench_vae(_model_dir(args.t2i, "t2i"), args.n))
+        elif name == "t2i":
+            result.update(bench_t2i(_model_dir(args.t2i, "t2i"), args.n, args.steps, args.scale))
+        elif name == "edit":
+            result.update(bench_edit(_model_dir(args.edit, "edit"), args.n, args.steps, "ip2p"))
+        elif name == "clip":
+            result.update(bench_clip(_model_dir(args.clip, "clip"), args.n))
+        else:
+            print(f"error: unknown model {name!r}; valid: vae, t2i, edit, clip", file=sys.stderr)
+            return 2
+        result[f"{name}_seconds"] = round(time.time() - t0, 1)
+        print(json.dumps({k: v for k, v in result.items() if k.startswith(name)}), flush=True)
+    result["bars"] = verdicts(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for key, v in result["bars"].items():
+        print(
+            f"{key:28s} {v['value']:8.3f}  target {'>=' if v['sense'] == 'min' else '<='} {v['target']}  "
+            f"{'PASS' if v['pass'] else 'FAIL'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
