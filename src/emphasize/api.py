@@ -98,14 +98,17 @@ def _run(
     method: str,
     config: MethodConfig,
     *,
-    noise: torch.Tensor,
+    seed: int,
+    latent_hw: tuple[int, int],
     steps: int,
     record_attention: bool,
     progress: bool,
-) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
-    """Sample with the method; returns final latents, the method part of the report, and heatmaps."""
+    settings: dict,
+    start: float,
+) -> Result:
+    """Sample with the method from the seed's noise, decode, and assemble the report (`settings` go first)."""
     unet, scheduler = pipe.unet, pipe.scheduler
-    latent_hw = tuple(noise.shape[-2:])
+    noise = initial_noise(seed, (1, unet.config.out_channels, *latent_hw), unet.device, unet.dtype)
     num_tokens = _num_tokens(pipe.tokenizer, prompt.text)
     weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
     diagnostics = GuidanceDiagnostics()
@@ -167,16 +170,19 @@ def _run(
         dict(text=g.text, weight=g.weight, tokens=list(g.token_indices), attention_share=None if shares is None else s)
         for g, s in zip(groups, shares or [None] * len(groups), strict=True)
     ]
+    image = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
     report = dict(
+        **settings,
+        seed=seed,
+        steps=steps,
+        scheduler=type(scheduler).__name__,
         method=method,
         config=asdict(config),
         words=words,
-        guidance=dict(
-            steps=[asdict(d) for d in diagnostics.steps],
-            stopped_early=diagnostics.stopped_early,
-        ),
+        guidance=dict(steps=[asdict(d) for d in diagnostics.steps], stopped_early=diagnostics.stopped_early),
+        seconds=round(time.perf_counter() - start, 3),
     )
-    return latents, report, heatmaps
+    return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
 
 
 def _prepare_prompt(pipe, prompt: str | WeightedPrompt) -> tuple[WeightedPrompt, list[TokenGroup]]:
@@ -215,39 +221,23 @@ def generate(
     width = sampling.width or height
     _check_size(pipe, height, width)
     h, w = latent_size(pipe.vae, height, width)
-    dtype, device = pipe.unet.dtype, pipe.unet.device
+    dtype = pipe.unet.dtype
 
     cond = _conditional_embeds(pipe, weighted.text, groups, config)
     uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [sampling.negative_prompt])
     batch = text_to_image_batch(cond.to(dtype), uncond.to(dtype), sampling.guidance_scale)
-    noise = initial_noise(sampling.seed, (1, pipe.unet.config.out_channels, h, w), device, dtype)
-    latents, report, heatmaps = _run(
-        pipe,
-        weighted,
-        groups,
-        batch,
-        method,
-        config,
-        noise=noise,
-        steps=sampling.steps,
-        record_attention=record_attention,
-        progress=progress,
-    )
-    image = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
-    report = dict(
+    settings = dict(
         prompt=prompt if isinstance(prompt, str) else weighted.text,
         text=weighted.text,
-        seed=sampling.seed,
-        steps=sampling.steps,
         height=height,
         width=width,
         guidance_scale=sampling.guidance_scale,
         negative_prompt=sampling.negative_prompt,
-        scheduler=type(pipe.scheduler).__name__,
-        **report,
-        seconds=round(time.perf_counter() - start, 3),
     )
-    return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
+    return _run(
+        pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
+        record_attention=record_attention, progress=progress, settings=settings, start=start,
+    )  # fmt: skip
 
 
 def fit_image(image: Image.Image, multiple: int, height: int | None, width: int | None) -> Image.Image:
@@ -309,32 +299,16 @@ def edit(
     batch = edit_batch(
         cond.to(dtype), uncond.to(dtype), image_latents.to(dtype), sampling.guidance_rule, text_scale, image_scale
     )
-    noise = initial_noise(sampling.seed, (1, pipe.unet.config.out_channels, h, w), device, dtype)
-    latents, report, heatmaps = _run(
-        pipe,
-        weighted,
-        groups,
-        batch,
-        method,
-        config,
-        noise=noise,
-        steps=sampling.steps,
-        record_attention=record_attention,
-        progress=progress,
-    )
-    out = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
-    report = dict(
+    settings = dict(
         instruction=instruction if isinstance(instruction, str) else weighted.text,
         text=weighted.text,
-        seed=sampling.seed,
-        steps=sampling.steps,
         height=fitted.height,
         width=fitted.width,
         guidance_rule=sampling.guidance_rule,
         text_scale=text_scale,
         image_scale=image_scale,
-        scheduler=type(pipe.scheduler).__name__,
-        **report,
-        seconds=round(time.perf_counter() - start, 3),
     )
-    return Result(image=out, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
+    return _run(
+        pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
+        record_attention=record_attention, progress=progress, settings=settings, start=start,
+    )  # fmt: skip
