@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="sampling steps (default 10)")
     p.add_argument("--size", type=int, default=None, help="image size in px (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=2, help="runs per method, interleaved; the fastest counts")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier on shared CPUs)")
     p.add_argument("--json", default=None, help="also write the table as JSON")
     p.set_defaults(func=cmd_bench_speed)
 
@@ -438,7 +440,10 @@ def cmd_bench_speed(args) -> int:
     _quiet_libraries()
     from emphasize.bench.speed import run_speed_benchmark
 
-    run_speed_benchmark(args.model, args.prompt, steps=args.steps, size=args.size, seed=args.seed, json_path=args.json)
+    run_speed_benchmark(
+        args.model, args.prompt, steps=args.steps, size=args.size, seed=args.seed, repeats=args.repeats,
+        threads=args.threads, json_path=args.json,
+    )  # fmt: skip
     return 0
 
 
