@@ -1,0 +1,416 @@
+"""SGOOL vs DOODL vs plain sampling on the embedded world (GitHub issue 5), scored by world CLIP and the detector.
+
+Method. Prompts are world t2i captions with two or three objects from held-out seeds (the first `--prompts`
+seeds from 10^9 on whose caption has >= 2 objects; training uses seeds < 10^8), so the set is deterministic and
+never seen in training. Every prompt has one seed (its world seed) and every method starts from the same initial
+noise `N(0, I)` drawn from it:
+
+- `plain`: DDIM (a fresh `DDIMScheduler` from the model's scheduler config, exactly the one SGOOL's EDICT chain is
+  built from) at the same step count and CFG scale as SGOOL's chain (`emphasize.generate(method="plain")`);
+- `doodl`: `emphasize.saliency_guidance.optimize(method="doodl")`, global CLIP loss, `--opt-steps` updates;
+- `sgool`: the same with SGOOL's salient-crop term (`--saliency`, spectral residual by default);
+- `edict` (optional control): the EDICT chain from the same noise with no update (DOODL with 0 steps), which
+  separates "EDICT instead of DDIM" from "the optimisation".
+
+CLIP and the guidance are the embedded world CLIP (the one SGOOL/DOODL optimise against, so CLIP score is the
+optimised metric; the detector metrics are independent of it). Each image is scored by
+
+- `clip_score`: 100 x cosine(CLIP image embedding, CLIP text embedding of the caption), via
+  `emphasize.sgool.clip_loss.clip_image_embeddings` / `clip_text_embedding`;
+- the exact world detector (`emphasize.world.score_t2i`): `all_present`, `binding` (undefined, so left out, when
+  not every object's shape and colour appear), `object_recall`, `count_correct`.
+
+`--summarize` reports means with 95% percentile bootstrap CIs over prompts (seed fixed at 0, 2000 resamples), and
+the paired differences (sgool - plain, doodl - plain, sgool - doodl, edict - plain) over the prompts both methods
+have, each with its bootstrap CI.
+
+Rows: one JSON line per (prompt, method) appended to OUT/rows.jsonl (one `write` on an O_APPEND descriptor, then
+fsync), images under OUT/images/METHOD/SEED.png (atomic). A rerun skips the rows already there, so a killed run
+continues; rows written with other settings make the run stop (use another --out). `--shard i/n` runs prompt k
+when k % n == i, so n processes can share one --out.
+
+Reproduce (the settings of docs/sgool_world.md):
+
+    .venv/bin/python benchmarks/bench_sgool_world.py --tiny --out runs/sgool_world_tiny       # plumbing, ~1 min
+    nohup nice -n 10 .venv/bin/python benchmarks/bench_sgool_world.py --methods plain edict --prompts 100 \
+        > runs/sgool_world_plain.log 2>&1 &
+    nohup nice -n 10 .venv/bin/python benchmarks/bench_sgool_world.py --methods doodl sgool --prompts 100 \
+        --opt-steps 10 --sampling-steps 10 --shard 0/2 > runs/sgool_world_0.log 2>&1 &
+    .venv/bin/python benchmarks/bench_sgool_world.py --summarize
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
+METHODS = ("plain", "edict", "doodl", "sgool")
+METRICS = ("clip_score", "all_present", "binding", "object_recall", "count_correct")
+DIFFS = (("sgool", "plain"), ("doodl", "plain"), ("sgool", "doodl"), ("edict", "plain"))
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    index: int  # position in the deterministic prompt list
+    seed: int  # world seed = noise seed
+    caption: str
+    n_objects: int
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prompts, models, settings
+
+
+def world_prompts(n: int, start: int = EVAL_START, limit: int = 100_000) -> list[Prompt]:
+    """The first `n` held-out t2i captions with two or three objects, seeds from `start` on."""
+    from emphasize.world import sample_t2i
+
+    prompts, seed = [], start
+    while len(prompts) < n and seed < start + limit:
+        item = sample_t2i(seed, 64)
+        if len(item.spec.objects) in (2, 3):
+            prompts.append(Prompt(len(prompts), seed, item.caption, len(item.spec.objects)))
+        seed += 1
+    return prompts
+
+
+def load_models(tiny: bool):
+    """(pipe with a DDIM scheduler, (clip model, tokenizer), model card dict)."""
+    from emphasize.sgool.run import _ddim_scheduler
+
+    if tiny:
+        from emphasize.models.tiny import tiny_pipeline
+        from emphasize.models.tiny_clip import tiny_clip
+
+        pipe, clip, card = tiny_pipeline(), tiny_clip(), {}
+    else:
+        from emphasize.models.load import EMBEDDED_DIR, load_clip, load_pipeline
+
+        pipe, clip = load_pipeline(None, "t2i"), load_clip(None)
+        card_file = EMBEDDED_DIR / "t2i" / "sampling_defaults.json"
+        card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    pipe.scheduler = _ddim_scheduler(pipe.scheduler)  # the scheduler EDICT builds, so plain = DDIM of the same chain
+    pipe.set_progress_bar_config(disable=True)
+    clip[0].eval()
+    return pipe, clip, card
+
+
+def settings_of(args: argparse.Namespace, card: dict) -> dict:
+    """The settings every row carries; rows with other settings are never mixed."""
+    return dict(
+        models="tiny" if args.tiny else "embedded",
+        sampling_steps=args.sampling_steps or int(card.get("num_inference_steps", 50)),
+        guidance_scale=args.guidance_scale or float(card.get("guidance_scale", 7.5)),
+        opt_steps=args.opt_steps,
+        saliency=args.saliency,
+    )
+
+
+def settings_key(settings: dict, method: str) -> str:
+    """Hash of the settings that matter for `method` (plain ignores the optimisation knobs)."""
+    relevant = dict(settings)
+    if method in ("plain", "edict"):
+        relevant.pop("opt_steps")
+    if method != "sgool":
+        relevant.pop("saliency")
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rows: append-only, resumable
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a rows.jsonl; a torn last line (a killed writer) is ignored."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one JSON line with a single write on an O_APPEND descriptor (whole lines even with several shards)."""
+    data = (json.dumps(row, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one (prompt, method)
+
+
+@torch.no_grad()
+def clip_score(clip, image, caption: str) -> float:
+    """100 x cosine of the CLIP image and text embeddings."""
+    from emphasize.sampling.common import pil_to_tensor
+    from emphasize.sgool.clip_loss import clip_image_embeddings, clip_text_embedding
+
+    model, tokenizer = clip
+    image_embedding = clip_image_embeddings(model, pil_to_tensor(image).to(model.device))
+    text_embedding = clip_text_embedding(model, tokenizer, caption)
+    return float(100 * (image_embedding * text_embedding).sum())
+
+
+def run_one(pipe, clip, prompt: Prompt, method: str, settings: dict) -> tuple[dict, object]:
+    """Generate `prompt` with `method`; return (row, PIL image)."""
+    from emphasize.api import generate
+    from emphasize.config import SamplingConfig
+    from emphasize.saliency_guidance import optimize
+    from emphasize.sgool import SGOOLConfig
+    from emphasize.world import parse_caption, score_t2i
+
+    start_cpu, start = time.process_time(), time.perf_counter()
+    steps, scale = settings["sampling_steps"], settings["guidance_scale"]
+    extra: dict = {}
+    if method == "plain":
+        sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=prompt.seed)
+        result = generate(pipe, prompt.caption, method="plain", sampling=sampling, record_attention=False)
+    else:
+        config = SGOOLConfig(
+            optimization_steps=0 if method == "edict" else settings["opt_steps"],
+            sampling_steps=steps,
+            guidance_scale=scale,
+        )
+        result = optimize(
+            pipe,
+            prompt.caption,
+            method="doodl" if method == "edict" else method,
+            clip=clip,
+            saliency=settings["saliency"],
+            config=config,
+            seed=prompt.seed,
+        )
+        opt = result.report["optimization"]
+        extra = dict(
+            loss_initial=opt["losses"][0],
+            loss_best=opt["best_loss"],
+            best_step=opt["best_step"],
+            fallback_steps=len(opt["fallback_steps"]),
+            stopped=opt["stopped"],
+        )
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    metrics = score_t2i(parse_caption(prompt.caption), np.asarray(result.image.convert("RGB")))
+    row = dict(
+        index=prompt.index,
+        seed=prompt.seed,
+        caption=prompt.caption,
+        n_objects=prompt.n_objects,
+        method=method,
+        settings=settings,
+        settings_key=settings_key(settings, method),
+        clip_score=clip_score(clip, result.image, prompt.caption),
+        metrics=metrics,
+        seconds=round(seconds, 2),
+        cpu_seconds=round(cpu_seconds, 2),
+        **extra,
+    )
+    return row, result.image
+
+
+def run(args: argparse.Namespace) -> int:
+    from emphasize.world.records import atomic_write_bytes
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.jsonl"
+    pipe, clip, card = load_models(args.tiny)
+    settings = settings_of(args, card)
+    shard, shards = args.shard
+    prompts = [p for p in world_prompts(args.prompts) if p.index % shards == shard]
+    done: dict[tuple[int, str], str] = {(r["seed"], r["method"]): r["settings_key"] for r in read_rows(rows_path)}
+    for method in args.methods:
+        clash = [s for (s, m), k in done.items() if m == method and k != settings_key(settings, method)]
+        if clash:
+            print(
+                f"error: {rows_path} already has {method} rows with other settings (e.g. seed {clash[0]}); "
+                "use another --out",
+                file=sys.stderr,
+            )
+            return 2
+    print(f"settings {json.dumps(settings)}; shard {shard}/{shards}: {len(prompts)} prompts", flush=True)
+    for prompt in prompts:
+        for method in args.methods:
+            if (prompt.seed, method) in done:
+                continue
+            row, image = run_one(pipe, clip, prompt, method, settings)
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            atomic_write_bytes(out / "images" / method / f"{prompt.seed}.png", buf.getvalue())
+            append_row(rows_path, row)
+            done[(prompt.seed, method)] = row["settings_key"]
+            m = row["metrics"]
+            print(
+                f"[{prompt.index:4d}] {method:5s} {row['seconds']:7.1f}s clip {row['clip_score']:6.2f} "
+                f"present {m['all_present']} recall {m['object_recall']:.2f}  {prompt.caption}",
+                flush=True,
+            )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# summary: means, bootstrap CIs, paired differences
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean of `values` (resampling prompts)."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def metric_value(row: dict, metric: str) -> float | None:
+    value = row["clip_score"] if metric == "clip_score" else row["metrics"].get(metric)
+    return None if value is None else float(value)
+
+
+def stat(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    low, high = bootstrap_ci(array)
+    return dict(n=len(array), mean=float(array.mean()) if len(array) else float("nan"), low=low, high=high)
+
+
+def summarize(out: Path) -> dict:
+    """Means and CIs per method, paired differences; one settings group per method (the latest rows' settings)."""
+    rows = read_rows(out / "rows.jsonl")
+    by_method: dict[str, dict[int, dict]] = {}
+    for row in rows:  # later rows with the same (method, seed) win; settings groups are kept apart by run()
+        by_method.setdefault(row["method"], {})[row["seed"]] = row
+    methods = [m for m in METHODS if m in by_method]
+    summary: dict = {"methods": {}, "diffs": {}, "settings": {}, "resamples": RESAMPLES, "bootstrap_seed": 0}
+    for method in methods:
+        got = by_method[method].values()
+        first = next(iter(got))["settings"]
+        keep = [k for k in first if k not in ("opt_steps", "saliency")]
+        keep += ["opt_steps"] * (method in ("doodl", "sgool")) + ["saliency"] * (method == "sgool")
+        summary["settings"][method] = {k: first[k] for k in keep}
+        entry = {metric: stat([v for r in got if (v := metric_value(r, metric)) is not None]) for metric in METRICS}
+        entry["seconds_per_prompt"] = float(np.mean([r["seconds"] for r in got]))
+        entry["cpu_seconds_per_prompt"] = float(np.mean([r["cpu_seconds"] for r in got]))
+        summary["methods"][method] = entry
+    for a, b in DIFFS:
+        if a not in by_method or b not in by_method:
+            continue
+        common = sorted(set(by_method[a]) & set(by_method[b]))
+        entry = {}
+        for metric in METRICS:
+            pairs = [(metric_value(by_method[a][s], metric), metric_value(by_method[b][s], metric)) for s in common]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            entry[metric] = stat([x - y for x, y in pairs])
+            entry[metric][f"mean_{a}"] = float(np.mean([x for x, _ in pairs])) if pairs else float("nan")
+            entry[metric][f"mean_{b}"] = float(np.mean([y for _, y in pairs])) if pairs else float("nan")
+        summary["diffs"][f"{a}-{b}"] = entry
+    return summary
+
+
+def _cell(s: dict, scale: float = 1.0, digits: int = 3) -> str:
+    if not s["n"]:
+        return "-"
+    return f"{s['mean'] * scale:.{digits}f} [{s['low'] * scale:.{digits}f}, {s['high'] * scale:.{digits}f}]"
+
+
+def markdown(summary: dict) -> str:
+    digits = {"clip_score": 2}
+    head = (
+        "| method | prompts | CLIP score | all objects present | binding | object recall | count correct | s/prompt |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for method, entry in summary["methods"].items():
+        cells = [_cell(entry[m], digits=digits.get(m, 3)) for m in METRICS]
+        bn = entry["binding"]["n"]
+        cells[2] = f"{cells[2]} (n={bn})" if bn != entry["clip_score"]["n"] else cells[2]
+        lines.append(
+            f"| {method} | {entry['clip_score']['n']} | "
+            + " | ".join(cells)
+            + f" | {entry['seconds_per_prompt']:.1f} |"
+        )
+    if summary["diffs"]:
+        lines += ["", "| paired difference | prompts | CLIP score | all objects present | binding | object recall "
+                  "| count correct |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, entry in summary["diffs"].items():
+            cells = [_cell(entry[m], digits=digits.get(m, 3)) for m in METRICS]
+            bn = entry["binding"]["n"]
+            cells[2] = f"{cells[2]} (n={bn})" if bn != entry["clip_score"]["n"] else cells[2]
+            lines.append(f"| {name} | {entry['clip_score']['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "Means with 95% percentile bootstrap CIs over prompts (2000 resamples, seed 0)."]
+    for method, s in summary["settings"].items():
+        lines.append(f"- {method}: {json.dumps(s)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/2") from e
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, help="prompts with 2-3 objects (default 100; --tiny: 3)")
+    parser.add_argument("--opt-steps", type=int, help="SGOOL/DOODL optimisation steps (default 50; --tiny: 1)")
+    parser.add_argument(
+        "--sampling-steps", type=int, help="DDIM/EDICT steps (default: the model card's, else 50; --tiny: 2)"
+    )
+    parser.add_argument("--guidance-scale", type=float, help="CFG scale (default: the model card's, else 7.5)")
+    parser.add_argument("--saliency", default="spectral", help="SGOOL saliency: spectral, attention, transalnet:PATH")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["plain", "doodl", "sgool"])
+    parser.add_argument("--out", help="output folder (default runs/sgool_world; --tiny: runs/sgool_world_tiny)")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: run prompts with index %% n == i")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models: plumbing check")
+    parser.add_argument("--summarize", action="store_true", help="print the table of OUT/rows.jsonl, write summary")
+    args = parser.parse_args(argv)
+    args.prompts = args.prompts or (3 if args.tiny else 100)
+    args.opt_steps = args.opt_steps if args.opt_steps is not None else (1 if args.tiny else 50)
+    args.sampling_steps = args.sampling_steps or (2 if args.tiny else None)
+    args.out = args.out or ("runs/sgool_world_tiny" if args.tiny else "runs/sgool_world")
+    if args.summarize:
+        out = Path(args.out)
+        if not (out / "rows.jsonl").is_file():
+            print(f"error: no rows at {out / 'rows.jsonl'}", file=sys.stderr)
+            return 2
+        summary = summarize(out)
+        table = markdown(summary)
+        from emphasize.world.records import atomic_write_text
+
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "summary.md", table + "\n")
+        print(table)
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
