@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", choices=("t2i", "edit"), default="t2i")
     p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
+    p.add_argument("--layout", choices=("tiny", "sd"), default="tiny",
+                   help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
 
@@ -451,11 +453,13 @@ def cmd_models_tiny(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise CLIError(f"--out {args.out!r} exists and is not empty")
-    from emphasize.models.tiny import TinyConfig, tiny_pipeline
+    from dataclasses import replace
 
-    config = TinyConfig(
-        in_channels=8 if args.kind == "edit" else 4, seed=args.seed, attention_gain=args.attention_gain
-    )
+    from emphasize.models.tiny import TinyConfig, sd_layout_config, tiny_pipeline
+
+    config = sd_layout_config() if args.layout == "sd" else TinyConfig()
+    kind_channels = 8 if args.kind == "edit" else 4
+    config = replace(config, in_channels=kind_channels, seed=args.seed, attention_gain=args.attention_gain)
     tiny_pipeline(config).save_pretrained(out)
     print(f"wrote {out}")
     return 0
