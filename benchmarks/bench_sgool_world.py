@@ -175,7 +175,7 @@ def clip_score(clip, image, caption: str) -> float:
 
 def run_one(pipe, clip, prompt: Prompt, method: str, settings: dict) -> tuple[dict, object]:
     """Generate `prompt` with `method`; return (row, PIL image)."""
-    from emphasize.api import generate
+    from emphasize.api import generate, initial_noise
     from emphasize.config import SamplingConfig
     from emphasize.saliency_guidance import optimize
     from emphasize.sgool import SGOOLConfig
@@ -203,7 +203,10 @@ def run_one(pipe, clip, prompt: Prompt, method: str, settings: dict) -> tuple[di
             seed=prompt.seed,
         )
         opt = result.report["optimization"]
+        best = result.latents.detach().cpu().float()
+        initial = initial_noise(prompt.seed, tuple(best.shape), "cpu", torch.float32)
         extra = dict(
+            latent_change=float((best - initial).norm() / initial.norm()),  # ||z_best - z_0|| / ||z_0||
             loss_initial=opt["losses"][0],
             loss_best=opt["best_loss"],
             best_step=opt["best_step"],
@@ -312,6 +315,14 @@ def summarize(out: Path) -> dict:
         entry = {metric: stat([v for r in got if (v := metric_value(r, metric)) is not None]) for metric in METRICS}
         entry["seconds_per_prompt"] = float(np.mean([r["seconds"] for r in got]))
         entry["cpu_seconds_per_prompt"] = float(np.mean([r["cpu_seconds"] for r in got]))
+        if method in ("doodl", "sgool"):  # did the optimisation move anything?
+            entry["optimisation"] = dict(
+                loss_initial=float(np.mean([r["loss_initial"] for r in got])),
+                loss_best=float(np.mean([r["loss_best"] for r in got])),
+                improved_share=float(np.mean([r["best_step"] > 0 for r in got])),
+                latent_change=float(np.mean([r["latent_change"] for r in got])),
+                fallback_steps=float(np.mean([r["fallback_steps"] for r in got])),
+            )
         summary["methods"][method] = entry
     for a, b in DIFFS:
         if a not in by_method or b not in by_method:
@@ -358,6 +369,14 @@ def markdown(summary: dict) -> str:
             cells[2] = f"{cells[2]} (n={bn})" if bn != entry["clip_score"]["n"] else cells[2]
             lines.append(f"| {name} | {entry['clip_score']['n']} | " + " | ".join(cells) + " |")
     lines += ["", "Means with 95% percentile bootstrap CIs over prompts (2000 resamples, seed 0)."]
+    for method, entry in summary["methods"].items():
+        if "optimisation" in entry:
+            o = entry["optimisation"]
+            lines.append(
+                f"- {method} optimisation: CLIP loss {o['loss_initial']:.4f} -> {o['loss_best']:.4f} (mean), best "
+                f"latent after step 0 on {100 * o['improved_share']:.0f}% of prompts, mean ||z - z0|| / ||z0|| "
+                f"{o['latent_change']:.4f}, saliency fall-back steps per prompt {o['fallback_steps']:.2f}"
+            )
     for method, s in summary["settings"].items():
         lines.append(f"- {method}: {json.dumps(s)}")
     return "\n".join(lines)
