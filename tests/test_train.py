@@ -208,3 +208,10 @@ def test_cli_module_imports_are_light():
     code = "import sys, emphasize.train.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_stop_at_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_vae_dir):
+    train_vae(tmp_path, TINY_VAE, show_progress=False, stop_at=1)
+    assert _checkpoint(tmp_path)["step"] == 1 and (tmp_path / "model" / "config.json").is_file()
+    train_vae(tmp_path, TINY_VAE, show_progress=False)
+    _assert_same_weights(_checkpoint(tmp_path)["model"], _checkpoint(tiny_vae_dir)["model"])

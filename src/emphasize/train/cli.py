@@ -55,6 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--seed", type=_seed, default=0, help="run seed (default 0)")
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
         p.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+        p.add_argument("--stop-at", type=_positive_int, help="stop after this step of the --steps schedule")
         p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
         p.add_argument(
             "--resume",
@@ -102,7 +103,7 @@ def run(args) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
-        kwargs = dict(device=device, resume=args.resume, show_progress=not args.quiet)
+        kwargs = dict(device=device, resume=args.resume, show_progress=not args.quiet, stop_at=args.stop_at)
         overrides = _overrides(args)
         if args.recipe == "vae":
             from emphasize.train.vae import VAEConfig, train_vae

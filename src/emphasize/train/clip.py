@@ -186,6 +186,7 @@ def train_clip(
     device: str | torch.device = "cpu",
     resume: bool = True,
     show_progress: bool = True,
+    stop_at: int | None = None,
 ) -> Path:
     """Train the world CLIP; return the directory of the saved model (`out/model`).
 
@@ -195,6 +196,8 @@ def train_clip(
         device: `cpu` or `cuda`.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
+        stop_at: stop (checkpoint and export) after this step, on the schedule of `config.steps` (a time-boxed
+            run; resuming with a later `stop_at` continues exactly).
     """
     from emphasize.models.tokenizer import load_clip_tokenizer
 
@@ -212,7 +215,8 @@ def train_clip(
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     bar = progress(config.steps, start, "clip", show_progress)
-    for step in range(start, config.steps):
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+    for step in range(start, end):
         # 1. data: images, their captions, and one-attribute hard negatives
         images, captions, hard = clip_batch(
             config.seed, step, config.batch_size, config.image_size, config.hard_negatives
@@ -239,7 +243,7 @@ def train_clip(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         # 5. checkpoint (and export) every N steps and at the end
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or done == end:
             save_checkpoint(
                 out,
                 {
@@ -252,7 +256,7 @@ def train_clip(
             export_clip(model.eval(), tokenizer, out)
             model.train()
     bar.close()
-    if start >= config.steps:
+    if start >= end:
         export_clip(model.eval(), tokenizer, out)
     return out / MODEL_DIR
 

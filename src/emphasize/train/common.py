@@ -94,6 +94,13 @@ class EMA:
         module.load_state_dict(self.shadow)
 
 
+def public_mode(path: str | os.PathLike) -> None:
+    """Give a file written through mkstemp (0600) the usual umask permissions, as a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -112,6 +119,7 @@ def atomic_write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
+    public_mode(tmp)
     os.replace(tmp, path)
 
 

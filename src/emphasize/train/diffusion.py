@@ -35,7 +35,7 @@ BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    steps: int = 2500  # optimizer steps
+    steps: int = 1500  # optimizer steps
     batch_size: int = 32  # items per step
     lr: float = 6e-4  # AdamW peak learning rate (warmup, then cosine to 10%)
     warmup: int = 100  # linear warmup steps
@@ -176,6 +176,7 @@ def train_diffusion(
     resume: bool,
     show_progress: bool,
     card: dict,
+    stop_at: int | None = None,
 ) -> Path:
     """The shared loop: DDPM epsilon loss, AdamW, EMA, checkpoints; exports `out/model` (a pipeline dir).
 
@@ -190,6 +191,8 @@ def train_diffusion(
         device: torch device.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
+        stop_at: stop (checkpoint and export) after this step, on the schedule of `config.steps` (a time-boxed
+            run; resuming with a later `stop_at` continues exactly).
         card: extra facts for the model card.
     """
     from emphasize.models.tokenizer import load_clip_tokenizer
@@ -217,11 +220,12 @@ def train_diffusion(
             ema_text.shadow = state["ema_text"]
         start = state["step"]
 
-    def export() -> Path:
-        return export_pipeline(out, kind, vae, text_encoder, tokenizer, unet, ema_unet, ema_text, config, card)
+    def export(step: int) -> Path:
+        return export_pipeline(out, kind, vae, text_encoder, tokenizer, unet, ema_unet, ema_text, config, card, step)
 
     bar = progress(config.steps, start, kind, show_progress)
-    for step in range(start, config.steps):
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+    for step in range(start, end):
         generator = step_generator(config.seed, step)
         # 1. data (with condition dropout drawn from the step's generator)
         latents, image_cond, prompts = make_batch(step, generator)
@@ -249,7 +253,7 @@ def train_diffusion(
         bar.set_postfix(loss=f"{loss.item():.4f}")
         # 5. checkpoint (and export the EMA pipeline) every N steps and at the end
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or done == end:
             save_checkpoint(
                 out,
                 {
@@ -262,10 +266,10 @@ def train_diffusion(
                     "config": config.__dict__,
                 },
             )
-            export()
+            export(done)
     bar.close()
-    if start >= config.steps:
-        export()
+    if start >= end:
+        export(start)
     return out / MODEL_DIR
 
 
@@ -280,6 +284,7 @@ def export_pipeline(
     ema_text: EMA | None,
     config: DiffusionConfig,
     card: dict,
+    step: int,
 ) -> Path:
     """Save a diffusers pipeline with the EMA weights (DDIM scheduler, safetensors) and a model card to `out/model`."""
     import copy
@@ -304,7 +309,7 @@ def export_pipeline(
     )
     target = out / MODEL_DIR
     pipe.save_pretrained(str(target), safe_serialization=True)
-    write_card(target, kind, config, card)
+    write_card(target, kind, config, {**card, "trained_steps": step})
     return target
 
 

@@ -28,6 +28,7 @@ FAMILIES = ("segment", "keypoint", "edit", "enhance")
 
 @dataclass(frozen=True)
 class EditConfig(DiffusionConfig):
+    steps: int = 1500  # optimizer steps
     text_dropout: float = 0.075  # P(instruction -> "")
     image_dropout: float = 0.075  # P(image condition -> zeros), disjoint from the text dropout
     sample_steps: int = 25  # default DDIM steps recorded in the model card
@@ -71,6 +72,7 @@ def train_edit(
     device: str | torch.device = "cpu",
     resume: bool = True,
     show_progress: bool = True,
+    stop_at: int | None = None,
 ) -> Path:
     """Train the editing UNet; return the exported `StableDiffusionInstructPix2PixPipeline` directory.
 
@@ -83,6 +85,7 @@ def train_edit(
         device: `cpu` or `cuda`.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
+        stop_at: stop after this step of the `config.steps` schedule (see `train_diffusion`).
     """
     config = config or EditConfig()
     device = torch.device(device)
@@ -104,5 +107,6 @@ def train_edit(
         device=device,
         resume=resume,
         show_progress=show_progress,
+        stop_at=stop_at,
         card=card,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from emphasize.train.common import TrainError, atomic_write_json
+from emphasize.train.common import TrainError, atomic_write_json, public_mode
 
 MANIFEST = "MANIFEST.json"
 COMPONENTS = ("t2i", "edit", "clip")  # embedded sub-directories
@@ -39,6 +39,7 @@ def _to_float16(src: Path, dst: Path) -> None:
 
     tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata={"format": "pt"})
+    public_mode(dst)
 
 
 def ship_model(source: Path, name: str, dest: Path | None = None, float16: bool = True) -> Path:
@@ -70,6 +71,7 @@ def ship_model(source: Path, name: str, dest: Path | None = None, float16: bool 
             _to_float16(path, target)
         else:
             shutil.copy2(path, target)
+            public_mode(target)
     final = dest / name
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

@@ -55,6 +55,7 @@ def train_t2i(
     device: str | torch.device = "cpu",
     resume: bool = True,
     show_progress: bool = True,
+    stop_at: int | None = None,
 ) -> Path:
     """Train the text-to-image UNet (and text encoder); return the exported `StableDiffusionPipeline` dir.
 
@@ -66,6 +67,7 @@ def train_t2i(
         device: `cpu` or `cuda`.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
+        stop_at: stop after this step of the `config.steps` schedule (see `train_diffusion`).
     """
     config = config or T2IConfig()
     device = torch.device(device)
@@ -83,5 +85,6 @@ def train_t2i(
         device=device,
         resume=resume,
         show_progress=show_progress,
+        stop_at=stop_at,
         card=card,
     )

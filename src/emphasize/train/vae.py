@@ -157,6 +157,7 @@ def train_vae(
     device: str | torch.device = "cpu",
     resume: bool = True,
     show_progress: bool = True,
+    stop_at: int | None = None,
 ) -> Path:
     """Train the world VAE; return the directory of the saved AutoencoderKL (`out/model`).
 
@@ -166,6 +167,8 @@ def train_vae(
         device: `cpu` or `cuda`.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
+        stop_at: stop (checkpoint and export) after this step, on the schedule of `config.steps` (a time-boxed
+            run; resuming with a later `stop_at` continues exactly).
     """
     config = config or VAEConfig()
     out = Path(out)
@@ -180,7 +183,8 @@ def train_vae(
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     bar = progress(config.steps, start, "vae", show_progress)
-    for step in range(start, config.steps):
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+    for step in range(start, end):
         # 1. data and noise for this step, from (seed, step) only
         x = world_batch(config.seed, step, config.batch_size, config.image_size, config.task_fraction).to(device)
         x = x * 2 - 1
@@ -201,7 +205,7 @@ def train_vae(
         bar.set_postfix(loss=f"{loss.item():.4f}")
         # 4. checkpoint (and export) every N steps and at the end
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if done % config.checkpoint_every == 0 or done == end:
             save_checkpoint(
                 out,
                 {
@@ -213,6 +217,6 @@ def train_vae(
             )
             export_vae(vae, out, config)
     bar.close()
-    if start >= config.steps:  # nothing left to train: make sure the export exists
+    if start >= end:  # nothing left to train: make sure the export exists
         export_vae(vae, out, config)
     return out / MODEL_DIR

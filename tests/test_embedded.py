@@ -1,0 +1,59 @@
+"""The embedded world models shipped in the package: the manifest matches the files, and every model loads through
+`emphasize.models.load` and runs (2 sampling steps per pipeline, one CLIP forward). Nothing is skipped: a model
+listed here that is not shipped fails its test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from emphasize.models.load import EMBEDDED_DIR
+from emphasize.train.ship import MANIFEST, manifest_entries
+
+MAX_BYTES = 60 * 2**20  # all shipped files together
+SHIPPED = ("clip",)  # components whose weights are committed (each has its tests below)
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((EMBEDDED_DIR / MANIFEST).read_text(encoding="utf-8"))
+
+
+def test_manifest_lists_exactly_the_shipped_files_with_their_sizes_and_hashes(manifest):
+    assert manifest_entries(EMBEDDED_DIR) == manifest["files"]
+    assert sorted(manifest["components"]) == sorted(SHIPPED)
+    assert manifest["total_bytes"] == sum(e["bytes"] for e in manifest["files"].values()) <= MAX_BYTES
+    weights = [k for k in manifest["files"] if k.endswith(".safetensors")]
+    assert {w.split("/")[0] for w in weights} == set(SHIPPED)
+
+
+def test_world_clip_loads_as_float32_and_embeds_images_and_captions():
+    import torch.nn.functional as F
+
+    from emphasize.models.load import load_clip
+    from emphasize.train.clip import normalize_images
+    from emphasize.train.common import images_to_tensor
+    from emphasize.world import sample_t2i
+
+    clip = load_clip(None)
+    assert clip.model.dtype == torch.float32
+    assert clip.tokenizer("a red circle").input_ids == [49406, 320, 736, 7117, 49407]
+    item = sample_t2i(10**9, 64)
+    texts = [item.caption, "a purple cross", "two green hearts"]
+    ids = clip.tokenizer(texts, padding=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = clip.model(input_ids=ids, pixel_values=normalize_images(images_to_tensor([item.image])))
+    assert out.logits_per_image.shape == (1, 3)
+    assert torch.isfinite(out.logits_per_image).all()
+    assert F.normalize(out.image_embeds, dim=-1).shape == (1, clip.model.config.projection_dim)
+
+
+def test_world_clip_loads_with_transformers_alone():
+    from transformers import CLIPModel, CLIPTokenizer
+
+    model = CLIPModel.from_pretrained(str(EMBEDDED_DIR / "clip"))
+    tokenizer = CLIPTokenizer.from_pretrained(str(EMBEDDED_DIR / "clip"))
+    assert model.dtype == torch.float32 and model.config.vision_config.image_size == 64
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
