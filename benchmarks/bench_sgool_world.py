@@ -9,6 +9,7 @@ noise `N(0, I)` drawn from it:
   built from) at the same step count and CFG scale as SGOOL's chain (`emphasize.generate(method="plain")`);
 - `doodl`: `emphasize.saliency_guidance.optimize(method="doodl")`, global CLIP loss, `--opt-steps` updates;
 - `sgool`: the same with SGOOL's salient-crop term (`--saliency`, spectral residual by default);
+- `render` (optional reference): the world's exact render of the caption, i.e. what a perfect model draws;
 - `edict` (optional control): the EDICT chain from the same noise with no update (DOODL with 0 steps), which
   separates "EDICT instead of DDIM" from "the optimisation".
 
@@ -21,8 +22,9 @@ optimised metric; the detector metrics are independent of it). Each image is sco
   not every object's shape and colour appear), `object_recall`, `count_correct`.
 
 `--summarize` reports means with 95% percentile bootstrap CIs over prompts (seed fixed at 0, 2000 resamples), and
-the paired differences (sgool - plain, doodl - plain, sgool - doodl, edict - plain) over the prompts both methods
-have, each with its bootstrap CI.
+the paired differences (sgool - plain, doodl - plain, sgool - doodl; with the control also edict - plain, and
+sgool - edict / doodl - edict, the optimisation alone) over the prompts both methods have, each with its
+bootstrap CI.
 
 Rows: one JSON line per (prompt, method) appended to OUT/rows.jsonl (one `write` on an O_APPEND descriptor, then
 fsync), images under OUT/images/METHOD/SEED.png (atomic). A rerun skips the rows already there, so a killed run
@@ -50,14 +52,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
-METHODS = ("plain", "edict", "doodl", "sgool")
+METHODS = ("render", "plain", "edict", "doodl", "sgool")
 METRICS = ("clip_score", "all_present", "binding", "object_recall", "count_correct")
-DIFFS = (("sgool", "plain"), ("doodl", "plain"), ("sgool", "doodl"), ("edict", "plain"))
+DIFFS = (("sgool", "plain"), ("doodl", "plain"), ("sgool", "doodl"), ("edict", "plain"), ("sgool", "edict"),
+         ("doodl", "edict"))  # fmt: skip
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -122,10 +126,12 @@ def settings_of(args: argparse.Namespace, card: dict) -> dict:
 def settings_key(settings: dict, method: str) -> str:
     """Hash of the settings that matter for `method` (plain ignores the optimisation knobs)."""
     relevant = dict(settings)
-    if method in ("plain", "edict"):
+    if method == "render":
+        relevant = {"models": settings["models"]}
+    elif method in ("plain", "edict"):
         relevant.pop("opt_steps")
     if method != "sgool":
-        relevant.pop("saliency")
+        relevant.pop("saliency", None)
     return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -184,7 +190,14 @@ def run_one(pipe, clip, prompt: Prompt, method: str, settings: dict) -> tuple[di
     start_cpu, start = time.process_time(), time.perf_counter()
     steps, scale = settings["sampling_steps"], settings["guidance_scale"]
     extra: dict = {}
-    if method == "plain":
+    if method == "render":  # the world's exact render of the caption: the reference ceiling
+        from PIL import Image
+
+        from emphasize.world import sample_t2i
+
+        image = Image.fromarray(sample_t2i(prompt.seed, 64).image)
+        result = SimpleNamespace(image=image)
+    elif method == "plain":
         sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=prompt.seed)
         result = generate(pipe, prompt.caption, method="plain", sampling=sampling, record_attention=False)
     else:
@@ -309,7 +322,7 @@ def summarize(out: Path) -> dict:
     for method in methods:
         got = by_method[method].values()
         first = next(iter(got))["settings"]
-        keep = [k for k in first if k not in ("opt_steps", "saliency")]
+        keep = ["models"] if method == "render" else [k for k in first if k not in ("opt_steps", "saliency")]
         keep += ["opt_steps"] * (method in ("doodl", "sgool")) + ["saliency"] * (method == "sgool")
         summary["settings"][method] = {k: first[k] for k in keep}
         entry = {metric: stat([v for r in got if (v := metric_value(r, metric)) is not None]) for metric in METRICS}
