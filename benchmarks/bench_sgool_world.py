@@ -31,14 +31,14 @@ fsync), images under OUT/images/METHOD/SEED.png (atomic). A rerun skips the rows
 continues; rows written with other settings make the run stop (use another --out). `--shard i/n` runs prompt k
 when k % n == i, so n processes can share one --out.
 
-Reproduce (the settings of docs/sgool_world.md):
+Reproduce (docs/sgool_world.md; ~40 min on 2 free CPU cores at these settings, ~20 s per prompt per optimised
+method; the model card's 25 sampling steps cost 2.5x as much):
 
-    .venv/bin/python benchmarks/bench_sgool_world.py --tiny --out runs/sgool_world_tiny       # plumbing, ~1 min
-    nohup nice -n 10 .venv/bin/python benchmarks/bench_sgool_world.py --methods plain edict --prompts 100 \
-        > runs/sgool_world_plain.log 2>&1 &
-    nohup nice -n 10 .venv/bin/python benchmarks/bench_sgool_world.py --methods doodl sgool --prompts 100 \
-        --opt-steps 10 --sampling-steps 10 --shard 0/2 > runs/sgool_world_0.log 2>&1 &
-    .venv/bin/python benchmarks/bench_sgool_world.py --summarize
+    .venv/bin/python benchmarks/bench_sgool_world.py --tiny --methods render plain edict doodl sgool   # plumbing
+    for i in 0 1; do nohup nice -n 10 .venv/bin/python benchmarks/bench_sgool_world.py \
+        --methods render plain edict doodl sgool --prompts 100 --opt-steps 10 --sampling-steps 10 --shard $i/2 \
+        > runs/sgool_world_$i.log 2>&1 & done
+    .venv/bin/python benchmarks/bench_sgool_world.py --summarize         # table + runs/sgool_world/summary.json
 """
 
 from __future__ import annotations
@@ -91,23 +91,28 @@ def world_prompts(n: int, start: int = EVAL_START, limit: int = 100_000) -> list
     return prompts
 
 
-def load_models(tiny: bool):
-    """(pipe with a DDIM scheduler, (clip model, tokenizer), model card dict)."""
+def load_models(tiny: bool, need_pipe: bool = True, t2i: str | None = None, clip_dir: str | None = None):
+    """(pipe with a DDIM scheduler or None, (clip model, tokenizer), model card dict); `render` needs no pipe.
+
+    `t2i` / `clip_dir`: other model directories than the embedded ones (None: embedded).
+    """
     from emphasize.sgool.run import _ddim_scheduler
 
     if tiny:
         from emphasize.models.tiny import tiny_pipeline
         from emphasize.models.tiny_clip import tiny_clip
 
-        pipe, clip, card = tiny_pipeline(), tiny_clip(), {}
+        pipe, clip, card = tiny_pipeline() if need_pipe else None, tiny_clip(), {}
     else:
         from emphasize.models.load import EMBEDDED_DIR, load_clip, load_pipeline
 
-        pipe, clip = load_pipeline(None, "t2i"), load_clip(None)
-        card_file = EMBEDDED_DIR / "t2i" / "sampling_defaults.json"
+        pipe = load_pipeline(t2i, "t2i") if need_pipe else None
+        clip = load_clip(clip_dir)
+        card_file = (Path(t2i) if t2i else EMBEDDED_DIR / "t2i") / "sampling_defaults.json"
         card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-    pipe.scheduler = _ddim_scheduler(pipe.scheduler)  # the scheduler EDICT builds, so plain = DDIM of the same chain
-    pipe.set_progress_bar_config(disable=True)
+    if pipe is not None:
+        pipe.scheduler = _ddim_scheduler(pipe.scheduler)  # the scheduler EDICT builds: plain = DDIM of the same chain
+        pipe.set_progress_bar_config(disable=True)
     clip[0].eval()
     return pipe, clip, card
 
@@ -115,7 +120,7 @@ def load_models(tiny: bool):
 def settings_of(args: argparse.Namespace, card: dict) -> dict:
     """The settings every row carries; rows with other settings are never mixed."""
     return dict(
-        models="tiny" if args.tiny else "embedded",
+        models="tiny" if args.tiny else f"t2i={args.t2i or 'embedded'} clip={args.clip or 'embedded'}",
         sampling_steps=args.sampling_steps or int(card.get("num_inference_steps", 50)),
         guidance_scale=args.guidance_scale or float(card.get("guidance_scale", 7.5)),
         opt_steps=args.opt_steps,
@@ -252,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    pipe, clip, card = load_models(args.tiny)
+    need_pipe = set(args.methods) != {"render"}
+    pipe, clip, card = load_models(args.tiny, need_pipe, args.t2i, args.clip)
     settings = settings_of(args, card)
     shard, shards = args.shard
     prompts = [p for p in world_prompts(args.prompts) if p.index % shards == shard]
@@ -421,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default runs/sgool_world; --tiny: runs/sgool_world_tiny)")
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: run prompts with index %% n == i")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--t2i", help="t2i diffusers directory instead of the embedded model")
+    parser.add_argument("--clip", help="CLIP directory instead of the embedded world CLIP")
     parser.add_argument("--tiny", action="store_true", help="tiny random models: plumbing check")
     parser.add_argument("--summarize", action="store_true", help="print the table of OUT/rows.jsonl, write summary")
     args = parser.parse_args(argv)
