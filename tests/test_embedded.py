@@ -13,7 +13,7 @@ from emphasize.models.load import EMBEDDED_DIR
 from emphasize.train.ship import MANIFEST, manifest_entries
 
 MAX_BYTES = 60 * 2**20  # all shipped files together
-SHIPPED = ("clip",)  # components whose weights are committed (each has its tests below)
+SHIPPED = ("edit", "clip")  # components whose weights are committed (each has its tests below)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,26 @@ def test_world_clip_loads_with_transformers_alone():
     tokenizer = CLIPTokenizer.from_pretrained(str(EMBEDDED_DIR / "clip"))
     assert model.dtype == torch.float32 and model.config.vision_config.image_size == 64
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+@pytest.fixture(scope="module")
+def editor():
+    from emphasize.models.load import load_pipeline
+
+    return load_pipeline(None, "edit")
+
+
+@pytest.mark.parametrize("rule", ["ip2p", "instructdiffusion"])
+def test_edit_runs_both_guidance_rules_through_the_api(editor, rule):
+    from PIL import Image
+
+    from emphasize.api import edit
+    from emphasize.config import EditSamplingConfig
+    from emphasize.world import sample_task
+
+    assert editor.unet.config.in_channels == 8 and all(p.dtype == torch.float32 for p in editor.unet.parameters())
+    task = sample_task("edit", 10**9, 64, kind="recolour")
+    sampling = EditSamplingConfig(steps=2, guidance_rule=rule, seed=0)
+    result = edit(editor, Image.fromarray(task.input), task.instruction, method="importance", sampling=sampling)
+    assert result.image.size == (64, 64)
+    assert result.report["steps"] == 2
