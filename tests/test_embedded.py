@@ -13,7 +13,7 @@ from emphasize.models.load import EMBEDDED_DIR
 from emphasize.train.ship import MANIFEST, manifest_entries
 
 MAX_BYTES = 60 * 2**20  # all shipped files together
-SHIPPED = ("edit", "clip")  # components whose weights are committed (each has its tests below)
+SHIPPED = ("t2i", "edit", "clip")  # components whose weights are committed (each has its tests below)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,32 @@ def test_edit_runs_both_guidance_rules_through_the_api(editor, rule):
     result = edit(editor, Image.fromarray(task.input), task.instruction, method="importance", sampling=sampling)
     assert result.image.size == (64, 64)
     assert result.report["steps"] == 2
+
+
+@pytest.fixture(scope="module")
+def t2i():
+    from emphasize.models.load import load_pipeline
+
+    return load_pipeline(None, "t2i")
+
+
+def test_t2i_loads_as_float32_and_generates_through_the_api(t2i):
+    from emphasize.api import generate
+    from emphasize.config import SamplingConfig
+
+    assert all(p.dtype == torch.float32 for p in t2i.unet.parameters())
+    assert t2i.unet.config.in_channels == 4 and type(t2i.scheduler).__name__ == "DDIMScheduler"
+    sampling = SamplingConfig(steps=2, guidance_scale=5.0, seed=0)
+    result = generate(t2i, "a red circle and a (blue square:2)", method="importance", sampling=sampling)
+    assert result.image.size == (64, 64)
+    assert result.heatmaps is not None and result.heatmaps.shape[-2:] == (16, 16)
+
+
+def test_t2i_loads_with_diffusers_alone_and_has_a_model_card():
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(EMBEDDED_DIR / "t2i"), dtype=torch.float32)
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured on world latents
+    assert pipe.tokenizer("a red circle").input_ids == [49406, 320, 736, 7117, 49407]
+    card = json.loads((EMBEDDED_DIR / "t2i" / "sampling_defaults.json").read_text())
+    assert card["kind"] == "t2i" and card["num_inference_steps"] > 0 and card["guidance_scale"] > 1
