@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("prompt", help="the weighted prompt")
     _add_common(p, "50")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default 7.5; the embedded model's own default without --model)",
+    )
     p.add_argument("--negative-prompt", default="", help="negative prompt")
     s = p.add_argument_group("saliency-guided optimization (--method sgool | doodl)")
     s.add_argument("--opt-steps", type=int, default=50, help="optimization steps of the initial latent (default 50)")
@@ -122,8 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", choices=("t2i", "edit"), default="t2i")
     p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
-    p.add_argument("--layout", choices=("tiny", "sd"), default="tiny",
-                   help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px")
+    p.add_argument(
+        "--layout",
+        choices=("tiny", "sd"),
+        default="tiny",
+        help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
 
@@ -239,6 +248,15 @@ def _device(args) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _model_defaults(model: str | None, kind: str) -> dict:
+    """Sampling defaults recorded with a model (`sampling_defaults.json`): the embedded models', or a local dir's."""
+    from emphasize.models.load import EMBEDDED_DIR
+
+    folder = EMBEDDED_DIR / kind if model is None else Path(model)
+    path = folder / "sampling_defaults.json"
+    return json.loads(path.read_text()) if folder.is_dir() and path.is_file() else {}
+
+
 def _label(model: str | None) -> str:
     return model if model is not None else "embedded world model"
 
@@ -266,8 +284,10 @@ def cmd_generate(args) -> int:
     from emphasize.models.load import load_pipeline
 
     config = _method_config(args)
+    defaults = _model_defaults(args.model, "t2i")
+    args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
     sampling = SamplingConfig(
-        steps=args.steps or 50,
+        steps=args.steps or defaults.get("num_inference_steps", 50),
         guidance_scale=args.guidance_scale,
         height=args.height,
         width=args.width,
@@ -309,13 +329,15 @@ def _generate_saliency(args) -> int:
     from emphasize.saliency_guidance import optimize
     from emphasize.sgool import SGOOLConfig
 
+    defaults = _model_defaults(args.model, "t2i")
+    args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
     config = SGOOLConfig(
         optimization_steps=args.opt_steps,
         grad_scale=args.grad_scale,
         salient_weight=args.salient_weight,
         num_crops=args.crops,
         saliency_every_step=not args.saliency_once,
-        sampling_steps=args.steps or 50,
+        sampling_steps=args.steps or defaults.get("num_inference_steps", 50),
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
     )
@@ -383,11 +405,12 @@ def cmd_edit(args) -> int:
     from emphasize.models.load import load_pipeline
 
     config = _method_config(args)
+    defaults = _model_defaults(args.model, "edit")
     sampling = EditSamplingConfig(
-        steps=args.steps or 100,
+        steps=args.steps or defaults.get("num_inference_steps", 100),
         guidance_rule=args.guidance_rule,
-        text_scale=args.text_scale,
-        image_scale=args.image_scale,
+        text_scale=args.text_scale if args.text_scale is not None else defaults.get("guidance_scale"),
+        image_scale=args.image_scale if args.image_scale is not None else defaults.get("image_guidance_scale"),
         height=args.height,
         width=args.width,
         seed=args.seed,
