@@ -28,7 +28,7 @@ def _content_words(tokenizer, text: str) -> list[int]:
     return words or positions
 
 
-def _attention_detector(unet, tokenizer, text: str, controller: AttentionController, latent_hw: tuple[int, int]):
+def _attention_detector(tokenizer, text: str, controller: AttentionController, latent_hw: tuple[int, int]):
     """Saliency from the cross-attention of the last sampling chain (running maps, reset after each read)."""
     from emphasize.saliency import AttentionSaliencyDetector
 
@@ -39,11 +39,8 @@ def _attention_detector(unet, tokenizer, text: str, controller: AttentionControl
         if not store.running:
             raise ValueError("attention saliency: no cross-attention was recorded during sampling")
         pixels = max(store.running)  # the finest recorded level
-        size = next(
-            downsampled_size(latent_hw, 2**k)
-            for k in range(9)
-            if downsampled_size(latent_hw, 2**k)[0] * downsampled_size(latent_hw, 2**k)[1] == pixels
-        )
+        sizes = (downsampled_size(latent_hw, 2**k) for k in range(9))
+        size = next((h, w) for h, w in sizes if h * w == pixels)
         detector.update(store.running_map(size))
         store.reset_running()
         return detector(images)
@@ -97,7 +94,7 @@ def optimize(
                 latent_hw = latent_size(pipe.vae, height or native, width or native)
                 controller = stack.enter_context(capture_attention(pipe.unet))
                 controller.set_pass(rows=(1,), keep_running=True)  # EDICT's CFG batch is (uncond, cond)
-                saliency_fn = _attention_detector(pipe.unet, pipe.tokenizer, text, controller, latent_hw)
+                saliency_fn = _attention_detector(pipe.tokenizer, text, controller, latent_hw)
             else:
                 from emphasize.saliency import get_detector
 
