@@ -134,12 +134,24 @@ def test_edit_runs_with_both_rules_on_an_8_channel_unet(tiny_edit, rule):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     sampling = EditSamplingConfig(steps=3, guidance_rule=rule, seed=2)
     r = api.edit(tiny_edit, image, "make the (circle:2) green", sampling=sampling)
-    assert r.image.size == (100, 68)  # each side rounded down to the UNet's multiple (4)
+    assert r.image.size == (100, 70)  # worked at (100, 68), the UNet's multiple, and fit back to the input's size
+    assert (r.report["width"], r.report["height"]) == (100, 68)
+    assert r.report["output_size"] == [100, 70]
     assert r.report["guidance_rule"] == rule
     assert len(r.report["guidance"]["steps"]) == 2
     assert 0 < r.report["words"][0]["attention_share"] < 1
     other = api.edit(tiny_edit, image, "make the (circle:2) green", sampling=sampling, method="plain")
     assert not same_image(r, other)
+
+
+def test_edit_can_keep_the_working_size(tiny_edit):
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
+    sampling = EditSamplingConfig(steps=2, seed=2, restore_size=False)
+    r = api.edit(tiny_edit, image, "make the circle green", sampling=sampling, method="plain")
+    assert r.image.size == (100, 68)
+    assert r.report["output_size"] == [100, 68]
 
 
 def test_edit_rejects_a_text_to_image_unet(tiny_t2i):

@@ -119,6 +119,17 @@ def test_bad_input_exits_2_with_one_line_and_no_file(capsys, tmp_path, t2i_dir, 
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("flag", "size"), [((), (70, 66)), (("--keep-working-size",), (68, 64))])
+def test_edit_writes_the_input_size_unless_asked(capsys, tmp_path, edit_dir, flag, size):
+    src = tmp_path / "in.png"
+    Image.new("RGB", (70, 66), (200, 30, 30)).save(src)
+    out = tmp_path / "out.png"
+    args = ["edit", str(src), "make it green", "--model", edit_dir, "--steps", "2", "--method", "plain"]
+    code, _, err = run(capsys, *args, "--out", str(out), "--quiet", *flag)
+    assert code == 0, err
+    assert Image.open(out).size == size
+
+
 def test_bad_model_and_image_paths(capsys, tmp_path, edit_dir):
     code, _, err = run(
         capsys, "generate", "a cat", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")

@@ -308,7 +308,13 @@ def edit(
         text_scale=text_scale,
         image_scale=image_scale,
     )
-    return _run(
+    output_size = image.size if sampling.restore_size else fitted.size
+    settings["output_size"] = list(output_size)
+    result = _run(
         pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
         record_attention=record_attention, progress=progress, settings=settings, start=start,
     )  # fmt: skip
+    if result.image.size != output_size:
+        # InstructDiffusion fits the edited image back to the input's size (LANCZOS)
+        result.image = ImageOps.fit(result.image, output_size, method=Image.Resampling.LANCZOS)
+    return result

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--text-scale", type=float, default=None, help="text guidance s_T (default 7.5 ip2p, 5.0 ID)")
     p.add_argument("--image-scale", type=float, default=None, help="image guidance s_I (default 1.5 ip2p, 1.25 ID)")
+    p.add_argument(
+        "--keep-working-size",
+        action="store_true",
+        help="write the image at the working size (multiple of the UNet's factor) instead of the input's size",
+    )
     p.set_defaults(func=cmd_edit)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -413,6 +418,7 @@ def cmd_edit(args) -> int:
         image_scale=args.image_scale if args.image_scale is not None else defaults.get("image_guidance_scale"),
         height=args.height,
         width=args.width,
+        restore_size=not args.keep_working_size,
         seed=args.seed,
     )
     pipe = load_pipeline(args.model, "edit", scheduler=args.scheduler, device=_device(args))

@@ -47,6 +47,7 @@ class EditSamplingConfig:
     image_scale: float | None = None  # s_I; None: 1.5 for ip2p, 1.25 for instructdiffusion
     height: int | None = None  # working height in px; None: the input's, rounded down to the UNet's multiple
     width: int | None = None  # working width in px; None: as above
+    restore_size: bool = True  # resize the edited image back to the input's size (InstructDiffusion does)
     seed: int = 0  # seed of the initial noise
 
     def __post_init__(self) -> None:
