@@ -9,9 +9,7 @@ import sys
 import pytest
 import torch
 
-from emphasize.train import clip as clip_recipe
-from emphasize.train import diffusion as diffusion_recipe
-from emphasize.train import vae as vae_recipe
+from emphasize.train import common
 from emphasize.train.clip import ClipConfig, caption_variants, train_clip
 from emphasize.train.common import CHECKPOINT, TrainError, train_seed
 from emphasize.train.edit import EditConfig, train_edit
@@ -93,7 +91,7 @@ def test_vae_recipe_exports_a_loadable_autoencoder(tiny_vae_dir):
 
 
 def test_vae_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch, tiny_vae_dir):
-    _kill_after_first_checkpoint(monkeypatch, vae_recipe)
+    _kill_after_first_checkpoint(monkeypatch, common)
     with pytest.raises(Killed):
         train_vae(tmp_path, TINY_VAE, show_progress=False)
     assert _checkpoint(tmp_path)["step"] == 2
@@ -112,7 +110,7 @@ def test_t2i_recipe_exports_a_pipeline_and_resumes_exactly(tmp_path, monkeypatch
     assert image.shape == (SIZE, SIZE, 3)
     assert pipe.unet.config.in_channels == 4 and type(pipe.scheduler).__name__ == "DDIMScheduler"
 
-    _kill_after_first_checkpoint(monkeypatch, diffusion_recipe)
+    _kill_after_first_checkpoint(monkeypatch, common)
     with pytest.raises(Killed):
         train_t2i(tmp_path / "resumed", tiny_vae_dir, config, show_progress=False)
     monkeypatch.undo()
@@ -165,7 +163,7 @@ def test_clip_recipe_exports_a_clip_model_and_resumes_exactly(tmp_path, monkeypa
     full = train_clip(tmp_path / "full", TINY_CLIP, show_progress=False)
     model, tokenizer = CLIPModel.from_pretrained(str(full)), CLIPTokenizer.from_pretrained(str(full))
     assert tokenizer("a red circle").input_ids[0] == 49406
-    _kill_after_first_checkpoint(monkeypatch, clip_recipe)
+    _kill_after_first_checkpoint(monkeypatch, common)
     with pytest.raises(Killed):
         train_clip(tmp_path / "resumed", TINY_CLIP, show_progress=False)
     monkeypatch.undo()

@@ -19,11 +19,8 @@ from emphasize.train.common import (
     check_config,
     images_to_tensor,
     load_checkpoint,
-    lr_at,
-    progress,
-    save_checkpoint,
-    set_lr,
     train_seed,
+    train_steps,
 )
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP image normalisation (as emphasize.sgool.clip_loss)
@@ -214,9 +211,8 @@ def train_clip(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    bar = progress(config.steps, start, "clip", show_progress)
-    end = config.steps if stop_at is None else min(config.steps, stop_at)
-    for step in range(start, end):
+
+    def loss_at(step: int) -> torch.Tensor:
         # 1. data: images, their captions, and one-attribute hard negatives
         images, captions, hard = clip_batch(
             config.seed, step, config.batch_size, config.image_size, config.hard_negatives
@@ -232,32 +228,25 @@ def train_clip(
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * image_emb @ text_emb.T  # (B, B * (1 + K))
         labels = torch.arange(len(captions), device=device)
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(captions)].T, labels)) / 2
-        # 4. update
-        set_lr(optimizer, lr_at(step, config.steps, config.lr, config.warmup))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        # 5. checkpoint (and export) every N steps and at the end
-        done = step + 1
-        if done % config.checkpoint_every == 0 or done == end:
-            save_checkpoint(
-                out,
-                {
-                    "step": done,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "config": config.__dict__,
-                },
-            )
-            export_clip(model.eval(), tokenizer, out)
-            model.train()
-    bar.close()
-    if start >= end:
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(captions)].T, labels)) / 2
+
+    def export(done: int) -> None:
         export_clip(model.eval(), tokenizer, out)
+        model.train()
+
+    train_steps(
+        out,
+        config,
+        name="clip",
+        start=start,
+        stop_at=stop_at,
+        optimizer=optimizer,
+        params=list(model.parameters()),
+        loss_at=loss_at,
+        state=lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+        export=export,
+        show_progress=show_progress,
+    )
     return out / MODEL_DIR
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,62 @@ def progress(total: int, initial: int, desc: str, enabled: bool = True):
 def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.requires_grad_(False)
     return module.eval()
+
+
+def train_steps(
+    out: Path,
+    config,
+    *,
+    name: str,
+    start: int,
+    stop_at: int | None,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    loss_at: Callable[[int], torch.Tensor],
+    state: Callable[[], dict],
+    export: Callable[[int], object],
+    after_update: Callable[[int], None] | None = None,
+    show_progress: bool = True,
+) -> None:
+    """The step loop every recipe shares: loss, scheduled AdamW update, progress bar, checkpoint and export.
+
+    Step k runs `loss_at(k)` (the recipe's data, forward and loss, drawing only from (seed, k)), sets the learning
+    rate `lr_at(k)` of `config`'s schedule, steps the optimizer on the gradient clipped to norm 1, then calls
+    `after_update(k)` (EMA). Every `config.checkpoint_every` steps and at the last step it saves
+    `{"step", **state(), "config"}` atomically and calls `export(done)`; when nothing is left to train it only
+    exports, so the model directory always exists.
+
+    Args:
+        out: run directory (holds `checkpoint.pt`).
+        config: the recipe's config: `steps`, `lr`, `warmup`, `checkpoint_every` are read.
+        name: progress bar label.
+        start: first step (the resumed checkpoint's step, or 0).
+        stop_at: stop after this step of the `config.steps` schedule (None: run to the end).
+        optimizer: the recipe's optimizer over `params`.
+        params: parameters whose gradient norm is clipped.
+        loss_at: step -> scalar loss with a graph.
+        state: the recipe's resumable state (module and optimizer state dicts).
+        export: steps done -> write the model directory.
+        after_update: called with the step after each optimizer step.
+        show_progress: show the tqdm bar.
+    """
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+    bar = progress(config.steps, start, name, show_progress)
+    for step in range(start, end):
+        loss = loss_at(step)
+        set_lr(optimizer, lr_at(step, config.steps, config.lr, config.warmup))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if after_update is not None:
+            after_update(step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == end:
+            save_checkpoint(out, {"step": done, **state(), "config": config.__dict__})
+            export(done)
+    bar.close()
+    if start >= end:  # nothing left to train: make sure the export exists
+        export(start)

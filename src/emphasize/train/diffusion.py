@@ -22,11 +22,8 @@ from emphasize.train.common import (
     check_config,
     freeze,
     load_checkpoint,
-    lr_at,
-    progress,
-    save_checkpoint,
-    set_lr,
     step_generator,
+    train_steps,
 )
 
 MODEL_DIR = "model"  # the exported diffusers pipeline inside --out
@@ -223,9 +220,7 @@ def train_diffusion(
     def export(step: int) -> Path:
         return export_pipeline(out, kind, vae, text_encoder, tokenizer, unet, ema_unet, ema_text, config, card, step)
 
-    bar = progress(config.steps, start, kind, show_progress)
-    end = config.steps if stop_at is None else min(config.steps, stop_at)
-    for step in range(start, end):
+    def loss_at(step: int) -> torch.Tensor:
         generator = step_generator(config.seed, step)
         # 1. data (with condition dropout drawn from the step's generator)
         latents, image_cond, prompts = make_batch(step, generator)
@@ -239,37 +234,36 @@ def train_diffusion(
         # 3. epsilon prediction and loss
         with torch.set_grad_enabled(train_text):
             cond = encode_text(text_encoder, tokenizer, prompts, device)
-        loss = F.mse_loss(unet(noisy, t, cond).sample, noise)
-        # 4. update and EMA
-        set_lr(optimizer, lr_at(step, config.steps, config.lr, config.warmup))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        return F.mse_loss(unet(noisy, t, cond).sample, noise)
+
+    def update_ema(step: int) -> None:
         ema_unet.update(unet, step)
         if ema_text is not None:
             ema_text.update(text_encoder, step)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        # 5. checkpoint (and export the EMA pipeline) every N steps and at the end
-        done = step + 1
-        if done % config.checkpoint_every == 0 or done == end:
-            save_checkpoint(
-                out,
-                {
-                    "step": done,
-                    "unet": unet.state_dict(),
-                    "text_encoder": text_encoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "ema_unet": ema_unet.shadow,
-                    "ema_text": ema_text.shadow if ema_text is not None else None,
-                    "config": config.__dict__,
-                },
-            )
-            export(done)
-    bar.close()
-    if start >= end:
-        export(start)
+
+    def state() -> dict:
+        return {
+            "unet": unet.state_dict(),
+            "text_encoder": text_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema_unet": ema_unet.shadow,
+            "ema_text": ema_text.shadow if ema_text is not None else None,
+        }
+
+    train_steps(
+        out,
+        config,
+        name=kind,
+        start=start,
+        stop_at=stop_at,
+        optimizer=optimizer,
+        params=params,
+        loss_at=loss_at,
+        state=state,
+        export=export,
+        after_update=update_ema,
+        show_progress=show_progress,
+    )
     return out / MODEL_DIR
 
 

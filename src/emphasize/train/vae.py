@@ -19,12 +19,9 @@ from emphasize.train.common import (
     eval_seeds,
     images_to_tensor,
     load_checkpoint,
-    lr_at,
-    progress,
-    save_checkpoint,
-    set_lr,
     step_generator,
     train_seed,
+    train_steps,
 )
 
 TASK_FAMILIES = ("segment", "keypoint", "edit", "enhance")
@@ -182,9 +179,8 @@ def train_vae(
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    bar = progress(config.steps, start, "vae", show_progress)
-    end = config.steps if stop_at is None else min(config.steps, stop_at)
-    for step in range(start, end):
+
+    def loss_at(step: int) -> torch.Tensor:
         # 1. data and noise for this step, from (seed, step) only
         x = world_batch(config.seed, step, config.batch_size, config.image_size, config.task_fraction).to(device)
         x = x * 2 - 1
@@ -193,30 +189,21 @@ def train_vae(
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
         recon = vae.decode(posterior.mean + posterior.std * noise).sample
-        # 3. loss and update
+        # 3. reconstruction (MSE + L1) and a small KL
         kl = posterior.kl().mean() / x[0].numel()
-        loss = F.mse_loss(recon, x) + config.l1_weight * F.l1_loss(recon, x) + config.kl_weight * kl
-        set_lr(optimizer, lr_at(step, config.steps, config.lr, config.warmup))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        # 4. checkpoint (and export) every N steps and at the end
-        done = step + 1
-        if done % config.checkpoint_every == 0 or done == end:
-            save_checkpoint(
-                out,
-                {
-                    "step": done,
-                    "model": vae.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "config": config.__dict__,
-                },
-            )
-            export_vae(vae, out, config)
-    bar.close()
-    if start >= end:  # nothing left to train: make sure the export exists
-        export_vae(vae, out, config)
+        return F.mse_loss(recon, x) + config.l1_weight * F.l1_loss(recon, x) + config.kl_weight * kl
+
+    train_steps(
+        out,
+        config,
+        name="vae",
+        start=start,
+        stop_at=stop_at,
+        optimizer=optimizer,
+        params=list(vae.parameters()),
+        loss_at=loss_at,
+        state=lambda: {"model": vae.state_dict(), "optimizer": optimizer.state_dict()},
+        export=lambda done: export_vae(vae, out, config),
+        show_progress=show_progress,
+    )
     return out / MODEL_DIR
