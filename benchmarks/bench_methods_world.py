@@ -19,6 +19,10 @@ prompt, 2000 resamples, seed 0), and each method's paired difference from `plain
 
     .venv/bin/python benchmarks/bench_methods_world.py --prompts 50 --seeds 2          # ~15 min on one core
     .venv/bin/python benchmarks/bench_methods_world.py --prompts 3 --seeds 1 --steps 4  # a quick look
+    # two processes on prompts 0-29 and 30-59, then one table over both
+    .venv/bin/python benchmarks/bench_methods_world.py --prompts 30 --out runs/bmw_a &
+    .venv/bin/python benchmarks/bench_methods_world.py --prompts 30 --offset 30 --out runs/bmw_b
+    .venv/bin/python benchmarks/bench_methods_world.py --merge runs/bmw_a runs/bmw_b
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ METHODS = ("plain", "importance", "attend-excite", "reweight", "embed")
 METRICS = ("weighted_found", "other_found", "all_present", "binding")
 
 
-def two_object_prompts(n: int) -> list[str]:
-    """`n` deterministic captions `a C1 S1 and a C2 S2` (different shapes, different colours) from held-out seeds."""
+def two_object_prompts(n: int, offset: int = 0) -> list[str]:
+    """Captions `offset .. offset + n - 1` of a deterministic list `a C1 S1 and a C2 S2` (different shapes, different
+    colours), each drawn from its own held-out seed."""
     from emphasize.world import COLOUR_NAMES, SHAPES
     from emphasize.world.captions import CaptionSpec, ObjectSpec, format_caption
 
     prompts = []
-    for k in range(n):
+    for k in range(offset, offset + n):
         rng = np.random.default_rng([EVAL_START + k, 3])
         s1, s2 = rng.choice(len(SHAPES), 2, replace=False)
         c1, c2 = rng.choice(len(COLOUR_NAMES), 2, replace=False)
@@ -101,6 +106,7 @@ def summarize(rows: list[dict], methods: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=50, help="two-object prompts (default 50)")
+    parser.add_argument("--offset", type=int, default=0, help="index of the first prompt (default 0)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default 2)")
     parser.add_argument("--weight", type=float, default=2.0, help="weight of the second object (default 2)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -109,7 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance-scale", type=float, help="CFG scale (default: the model card's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="runs/bench_methods_world", help="folder for rows.jsonl and summary.md")
+    parser.add_argument("--merge", nargs="+", metavar="OUT", help="print one table over these runs' rows and exit")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = []
+        for folder in args.merge:
+            path = Path(folder) / "rows.jsonl"
+            if not path.is_file():
+                parser.error(f"--merge: {path} does not exist")
+            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        keys = {(r["prompt_index"], r["seed"], r["method"]) for r in rows}
+        if len(keys) != len(rows):
+            parser.error("--merge: the runs overlap (the same prompt, seed and method twice)")
+        methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        print(f"{len({r['prompt_index'] for r in rows})} prompts\n\n" + summarize(rows, methods))
+        return 0
+    if args.offset < 0:
+        parser.error(f"--offset must be >= 0, got {args.offset}")
     for name in ("prompts", "seeds", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -133,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     rows = []
-    prompts = two_object_prompts(args.prompts)
-    for k, caption in enumerate(prompts):
+    prompts = two_object_prompts(args.prompts, args.offset)
+    for k, caption in enumerate(prompts, start=args.offset):
         spec = parse_caption(caption)
         weighted = weight_object(caption, 1, args.weight)
         for seed in range(args.seeds):
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                         seconds=time.process_time() - start,
                     )
                 )
-        print(f"prompt {k + 1}/{len(prompts)}: {weighted}", file=sys.stderr, flush=True)
+        print(f"prompt {k + 1 - args.offset}/{len(prompts)}: {weighted}", file=sys.stderr, flush=True)
 
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     header = (
