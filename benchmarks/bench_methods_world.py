@@ -57,11 +57,11 @@ def two_object_prompts(n: int, offset: int = 0) -> list[str]:
     return prompts
 
 
-def bootstrap(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile bootstrap CI of `values` (one value per prompt)."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n, len(values)))].mean(1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def bootstrap(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% percentile bootstrap CI of `values` (one value per prompt), as `bench_sgool_world` computes it."""
+    from bench_sgool_world import bootstrap_ci  # a sibling script: benchmarks/ is on sys.path when run as one
+
+    return (float(values.mean()), *bootstrap_ci(values))
 
 
 def per_prompt(rows: list[dict], method: str, metric: str) -> dict[int, float]:
@@ -141,14 +141,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from emphasize.api import generate
     from emphasize.config import SamplingConfig
-    from emphasize.demo import weight_object
-    from emphasize.models.load import EMBEDDED_DIR, load_pipeline
-    from emphasize.world import detect, parse_caption, score_t2i
+    from emphasize.demo import objects_found, weight_object
+    from emphasize.models.load import load_pipeline, sampling_defaults
+    from emphasize.world import detect, parse_caption, t2i_metrics
 
     pipe = load_pipeline(args.model, "t2i")
     pipe.set_progress_bar_config(disable=True)
-    card_file = EMBEDDED_DIR / "t2i" / "sampling_defaults.json" if args.model is None else None
-    card = json.loads(card_file.read_text()) if card_file is not None else {}
+    card = sampling_defaults(args.model, "t2i")
     steps = args.steps or card.get("num_inference_steps", 25)
     scale = args.guidance_scale or card.get("guidance_scale", 5.0)
     out = Path(args.out)
@@ -166,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = generate(pipe, weighted, method=method, sampling=sampling, record_attention=False)
                 pixels = np.asarray(result.image.convert("RGB"))
                 detections = detect(pixels)
-                found = [any(d.shape == o.shape and d.colour == o.colour for d in detections) for o in spec.objects]
-                scores = score_t2i(spec, pixels)
+                found = objects_found(spec, detections)
+                scores = t2i_metrics(spec, detections)
                 rows.append(
                     dict(
                         prompt_index=k,

@@ -104,12 +104,11 @@ def load_models(tiny: bool, need_pipe: bool = True, t2i: str | None = None, clip
 
         pipe, clip, card = tiny_pipeline() if need_pipe else None, tiny_clip(), {}
     else:
-        from emphasize.models.load import EMBEDDED_DIR, load_clip, load_pipeline
+        from emphasize.models.load import load_clip, load_pipeline, sampling_defaults
 
         pipe = load_pipeline(t2i, "t2i") if need_pipe else None
         clip = load_clip(clip_dir)
-        card_file = (Path(t2i) if t2i else EMBEDDED_DIR / "t2i") / "sampling_defaults.json"
-        card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+        card = sampling_defaults(t2i, "t2i")
     if pipe is not None:
         pipe.scheduler = _ddim_scheduler(pipe.scheduler)  # the scheduler EDICT builds: plain = DDIM of the same chain
         pipe.set_progress_bar_config(disable=True)

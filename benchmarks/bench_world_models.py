@@ -195,12 +195,54 @@ def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
     return result
 
 
+def _changed_attribute(true, variant) -> str:
+    """Which attribute a one-attribute caption variant changed: colour, shape, size or relation."""
+    if true.relation is not None and variant.relation is not None and true.relation != variant.relation:
+        return "relation"
+    for a, b in zip(true.objects, variant.objects, strict=True):
+        for attribute in ("colour", "shape", "size"):
+            if getattr(a, attribute) != getattr(b, attribute):
+                return attribute
+    raise ValueError("the variant equals the caption")
+
+
+@torch.no_grad()
+def clip_pairwise(model, tokenizer, n: int) -> dict:
+    """Share of (image, true caption, one-attribute variant) triples where the true caption scores higher, by number
+    of objects and changed attribute (every variant of each of `n` held-out images), with the triple counts."""
+    import torch.nn.functional as F
+
+    from emphasize.train.clip import _features, caption_variants, normalize_images, tokenize
+    from emphasize.train.common import images_to_tensor
+    from emphasize.world import parse_caption, sample_t2i
+
+    wins: dict[str, list[bool]] = {}
+    for seed in range(EVAL_START, EVAL_START + n):
+        item = sample_t2i(seed, 64)
+        variants = caption_variants(item.spec)
+        image = normalize_images(images_to_tensor([item.image]))
+        image_emb = F.normalize(_features(model.get_image_features(pixel_values=image)), dim=-1)
+        text_emb = F.normalize(
+            _features(model.get_text_features(input_ids=tokenize(tokenizer, [item.caption, *variants], "cpu"))), dim=-1
+        )
+        similarity = (image_emb @ text_emb.T)[0]
+        for variant, score in zip(variants, similarity[1:].tolist(), strict=True):
+            key = f"{len(item.spec.objects)}obj_{_changed_attribute(item.spec, parse_caption(variant))}"
+            wins.setdefault(key, []).append(similarity[0].item() > score)
+    out = {}
+    for key in sorted(wins):
+        out[f"clip_pairwise_{key}"] = float(np.mean(wins[key]))
+        out[f"clip_pairwise_{key}_n"] = len(wins[key])
+    return out
+
+
 def bench_clip(clip_dir: Path, n: int) -> dict:
     from emphasize.models.load import load_clip
     from emphasize.train.clip import retrieval_accuracy
 
     clip = load_clip(clip_dir)
-    return {"clip_top1_of_10": retrieval_accuracy(clip.model, clip.tokenizer, n=n, choices=10)}
+    top1 = retrieval_accuracy(clip.model, clip.tokenizer, n=n, choices=10)
+    return {"clip_top1_of_10": top1, **clip_pairwise(clip.model, clip.tokenizer, n)}
 
 
 def verdicts(result: dict) -> dict:

@@ -253,15 +253,6 @@ def _device(args) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _model_defaults(model: str | None, kind: str) -> dict:
-    """Sampling defaults recorded with a model (`sampling_defaults.json`): the embedded models', or a local dir's."""
-    from emphasize.models.load import EMBEDDED_DIR
-
-    folder = EMBEDDED_DIR / kind if model is None else Path(model)
-    path = folder / "sampling_defaults.json"
-    return json.loads(path.read_text()) if folder.is_dir() and path.is_file() else {}
-
-
 def _label(model: str | None) -> str:
     return model if model is not None else "embedded world model"
 
@@ -286,10 +277,10 @@ def cmd_generate(args) -> int:
         return _generate_saliency(args)
     from emphasize import api
     from emphasize.config import SamplingConfig
-    from emphasize.models.load import load_pipeline
+    from emphasize.models.load import load_pipeline, sampling_defaults
 
     config = _method_config(args)
-    defaults = _model_defaults(args.model, "t2i")
+    defaults = sampling_defaults(args.model, "t2i")
     args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
     sampling = SamplingConfig(
         steps=args.steps or defaults.get("num_inference_steps", 50),
@@ -330,11 +321,11 @@ def cmd_generate(args) -> int:
 
 def _generate_saliency(args) -> int:
     from emphasize.config import SamplingConfig
-    from emphasize.models.load import load_clip, load_pipeline
+    from emphasize.models.load import load_clip, load_pipeline, sampling_defaults
     from emphasize.saliency_guidance import optimize
     from emphasize.sgool import SGOOLConfig
 
-    defaults = _model_defaults(args.model, "t2i")
+    defaults = sampling_defaults(args.model, "t2i")
     args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
     config = SGOOLConfig(
         optimization_steps=args.opt_steps,
@@ -407,10 +398,10 @@ def cmd_edit(args) -> int:
     _quiet_libraries()
     from emphasize import api
     from emphasize.config import EditSamplingConfig
-    from emphasize.models.load import load_pipeline
+    from emphasize.models.load import load_pipeline, sampling_defaults
 
     config = _method_config(args)
-    defaults = _model_defaults(args.model, "edit")
+    defaults = sampling_defaults(args.model, "edit")
     sampling = EditSamplingConfig(
         steps=args.steps or defaults.get("num_inference_steps", 100),
         guidance_rule=args.guidance_rule,

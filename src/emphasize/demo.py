@@ -48,11 +48,13 @@ def weight_object(caption: str, index: int, weight: float) -> str:
     return f"{head}({phrase}:{weight:g}){tail}"
 
 
-def _found(spec, image) -> list[bool]:
-    """Per caption object: does the detector find an object of its shape and colour?"""
-    from emphasize.world import detect
+def objects_found(spec, detections) -> list[bool]:
+    """Per caption object: is an object of its shape and colour among the detections?
 
-    detections = detect(image)
+    Args:
+        spec: a `emphasize.world.CaptionSpec`.
+        detections: `emphasize.world.detect(image)` of the generated image.
+    """
     return [any(d.shape == o.shape and d.colour == o.colour for d in detections) for o in spec.objects]
 
 
@@ -72,7 +74,7 @@ def choose_prompt(
     import numpy as np
     import torch
 
-    from emphasize.world import parse_caption
+    from emphasize.world import detect, parse_caption
 
     recalls = {}
     for text in candidates:
@@ -85,7 +87,8 @@ def choose_prompt(
             generator=generators,
             output_type="np",
         ).images
-        found = np.array([_found(spec, (np.clip(im, 0, 1) * 255).round().astype(np.uint8)) for im in images])
+        pixels = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
+        found = np.array([objects_found(spec, detect(p)) for p in pixels])
         recalls[text] = found.mean(0).tolist()
     # the most lopsided candidate: one object is usually there, the other usually missing
     best = max(candidates, key=lambda t: (max(recalls[t]) - min(recalls[t]), -min(recalls[t])))
@@ -138,17 +141,16 @@ def run_demo(
 
     from emphasize.api import generate
     from emphasize.config import SamplingConfig
-    from emphasize.models.load import EMBEDDED_DIR, load_pipeline
+    from emphasize.models.load import load_pipeline, sampling_defaults
     from emphasize.prompts import parse_prompt
-    from emphasize.world import parse_caption, score_t2i
+    from emphasize.world import detect, parse_caption, t2i_metrics
     from emphasize.world.records import atomic_write_bytes, atomic_write_text
 
     if not seeds or not methods:
         raise ValueError("run_demo needs at least one seed and one method")
     pipe = load_pipeline(model, "t2i")
     pipe.set_progress_bar_config(disable=True)
-    card_file = (EMBEDDED_DIR / "t2i" / "sampling_defaults.json") if model is None else None
-    card = json.loads(card_file.read_text()) if card_file is not None and card_file.is_file() else {}
+    card = sampling_defaults(None, "t2i") if model is None else {}
     steps = steps or card.get("num_inference_steps", 25)
     guidance_scale = guidance_scale or card.get("guidance_scale", 5.0)
     out_dir = Path(out_dir)
@@ -170,8 +172,9 @@ def run_demo(
             result = generate(pipe, prompt, method=method, sampling=sampling, record_attention=False)
             images[method, seed] = result.image
             pixels = np.asarray(result.image.convert("RGB"))
-            scores = score_t2i(spec, pixels)
-            found = _found(spec, pixels)
+            detections = detect(pixels)
+            scores = t2i_metrics(spec, detections)
+            found = objects_found(spec, detections)
             cells.append(
                 {
                     "method": method,

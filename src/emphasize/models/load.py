@@ -155,6 +155,19 @@ def load_clip(
     return LoadedClip(clip.to(device=device, dtype=dtype).eval(), tokenizer)
 
 
+def sampling_defaults(model: str | os.PathLike | None, kind: Kind) -> dict:
+    """The sampling defaults recorded with a model (`sampling_defaults.json`: steps, CFG scale, ...), or {}.
+
+    Args:
+        model: None for the embedded model of `kind`, or a local directory; anything else (a hub id, a
+            single-file checkpoint) has no recorded defaults.
+        kind: "t2i" or "edit".
+    """
+    folder = EMBEDDED_DIR / kind if model is None else Path(model)
+    path = folder / "sampling_defaults.json"
+    return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.is_file() else {}
+
+
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache, read from the environment now (`HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`)."""
     env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
