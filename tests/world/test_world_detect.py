@@ -37,7 +37,7 @@ def _recall(scene, detections) -> tuple[int, int]:
     return sum((want & got).values()), sum(want.values())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)  # the same examples on every CI run
 @given(seed=st.integers(0, 2**32 - 1), size=st.sampled_from([64, 128, 256]), textured=st.booleans())
 def test_detector_reads_every_render_exactly(seed, size, textured):
     scene = sample_scene(seed, config=SceneConfig(p_textured=float(textured)))
