@@ -213,3 +213,59 @@ def test_stop_at_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_vae_dir
     assert _checkpoint(tmp_path)["step"] == 1 and (tmp_path / "model" / "config.json").is_file()
     train_vae(tmp_path, TINY_VAE, show_progress=False)
     _assert_same_weights(_checkpoint(tmp_path)["model"], _checkpoint(tiny_vae_dir)["model"])
+
+
+def test_edit_warm_started_from_t2i_computes_what_the_t2i_unet_did(tmp_path, tiny_vae_dir):
+    """InstructPix2Pix's initialisation: the widened conv_in has zero weights on the image channels."""
+    from diffusers import UNet2DConditionModel
+
+    from emphasize.train.diffusion import build_unet, init_unet
+
+    t2i = train_t2i(tmp_path / "t2i", tiny_vae_dir, T2IConfig(**{**TINY_DIFFUSION, "steps": 1}), show_progress=False)
+    source = UNet2DConditionModel.from_pretrained(str(t2i / "unet")).eval()
+    edit = build_unet(EditConfig(**TINY_DIFFUSION), 8, SIZE // 4).eval()
+    init_unet(edit, t2i)
+    latents, image_cond = torch.randn(2, 4, SIZE // 4, SIZE // 4), torch.randn(2, 4, SIZE // 4, SIZE // 4)
+    text = torch.randn(2, 77, TINY_DIFFUSION["text_width"])
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        expected = source(latents, t, text).sample
+        widened = edit(torch.cat([latents, image_cond], 1), t, text).sample
+    torch.testing.assert_close(widened, expected)
+    assert edit.conv_in.weight[:, 4:].abs().sum() == 0
+
+
+def test_warm_start_trains_from_the_given_weights_and_records_them(tmp_path, tiny_vae_dir):
+    import json
+
+    from emphasize.train.diffusion import build_unet, init_unet
+
+    t2i = train_t2i(tmp_path / "t2i", tiny_vae_dir, T2IConfig(**{**TINY_DIFFUSION, "steps": 1}), show_progress=False)
+    out = train_edit(
+        tmp_path / "edit",
+        tiny_vae_dir,
+        EditConfig(**{**TINY_DIFFUSION, "lr": 1e-7}),
+        init_from=t2i,
+        show_progress=False,
+    )
+    card = json.loads((out / "sampling_defaults.json").read_text())
+    assert card["initialised_from"] == str(t2i) and card["trained_steps"] == 3
+    # with a negligible learning rate the trained UNet stays at its initialisation, not at a fresh one
+    started = build_unet(EditConfig(**TINY_DIFFUSION), 8, SIZE // 4)
+    init_unet(started, t2i)
+    trained = _checkpoint(tmp_path / "edit")["unet"]
+    fresh = build_unet(EditConfig(**TINY_DIFFUSION), 8, SIZE // 4).state_dict()
+    weight = "down_blocks.0.resnets.0.conv1.weight"
+    torch.testing.assert_close(trained[weight], started.state_dict()[weight], atol=1e-5, rtol=0)
+    assert not torch.allclose(trained[weight], fresh[weight])
+
+
+def test_warm_start_rejects_a_unet_of_another_shape(tmp_path, tiny_vae_dir):
+    from emphasize.train.diffusion import build_unet, init_unet
+
+    t2i = train_t2i(tmp_path / "t2i", tiny_vae_dir, T2IConfig(**{**TINY_DIFFUSION, "steps": 1}), show_progress=False)
+    wider = build_unet(EditConfig(**{**TINY_DIFFUSION, "unet_channels": (8, 24)}), 8, SIZE // 4)
+    with pytest.raises(TrainError, match="shape"):
+        init_unet(wider, t2i)
+    with pytest.raises(TrainError, match="no unet"):
+        init_unet(wider, tmp_path / "missing")

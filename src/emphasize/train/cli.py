@@ -69,6 +69,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         if name in ("t2i", "edit"):
             p.add_argument("--vae", required=True, help="trained VAE directory (train vae's --out)")
             p.add_argument("--text-encoder", help="trained CLIPTextModel directory to reuse (edit: kept frozen)")
+            p.add_argument(
+                "--init-from",
+                help="trained pipeline directory (or run --out) whose UNet and text encoder start the run; "
+                "edit accepts a t2i pipeline (its UNet is widened to 8 input channels, InstructPix2Pix-style)",
+            )
         if name == "vae":
             p.add_argument("--size", type=_positive_int, default=64, help="image side in px (default 64)")
         p.set_defaults(func=run)
@@ -116,11 +121,25 @@ def run(args) -> int:
         elif args.recipe == "t2i":
             from emphasize.train.t2i import T2IConfig, train_t2i
 
-            path = train_t2i(args.out, args.vae, T2IConfig(**overrides), text_encoder=args.text_encoder, **kwargs)
+            path = train_t2i(
+                args.out,
+                args.vae,
+                T2IConfig(**overrides),
+                text_encoder=args.text_encoder,
+                init_from=args.init_from,
+                **kwargs,
+            )
         else:
             from emphasize.train.edit import EditConfig, train_edit
 
-            path = train_edit(args.out, args.vae, EditConfig(**overrides), text_encoder=args.text_encoder, **kwargs)
+            path = train_edit(
+                args.out,
+                args.vae,
+                EditConfig(**overrides),
+                text_encoder=args.text_encoder,
+                init_from=args.init_from,
+                **kwargs,
+            )
     except (TrainError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

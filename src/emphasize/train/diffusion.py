@@ -110,7 +110,7 @@ def build_text_encoder(config: DiffusionConfig):
 def model_dir(path: str | Path, what: str, marker: str) -> Path:
     """`path` or `path/model` (a recipe's --out), whichever holds `marker`; TrainError otherwise."""
     path = Path(path)
-    for candidate in (path, path / MODEL_DIR, path / MODEL_DIR / what):
+    for candidate in (path, path / what, path / MODEL_DIR, path / MODEL_DIR / what):
         if (candidate / marker).is_file():
             return candidate
     raise TrainError(f"{path}: no {what} found (expected {marker} there or in {path / MODEL_DIR})")
@@ -128,6 +128,37 @@ def load_text_encoder(path: str | Path, device):
 
     directory = model_dir(path, "text_encoder", "config.json")
     return CLIPTextModel.from_pretrained(str(directory), dtype=torch.float32).to(device)
+
+
+def init_unet(unet, path: str | Path) -> None:
+    """Load a trained UNet's weights into `unet` (a warm start), widening the first convolution when needed.
+
+    A 4-channel text-to-image UNet initialises the 8-channel editing UNet as InstructPix2Pix initialises from
+    Stable Diffusion: the weights of the extra input channels (the image condition) of `conv_in` start at zero, so
+    the widened model computes exactly what the text-to-image model did. Every other tensor must match in shape.
+
+    Args:
+        unet: the freshly built UNet2DConditionModel to fill.
+        path: a pipeline directory, its `unet/`, or a recipe's --out.
+    """
+    from diffusers import UNet2DConditionModel
+
+    directory = model_dir(path, "unet", "config.json")
+    source = UNet2DConditionModel.from_pretrained(str(directory), dtype=torch.float32).state_dict()
+    target = unet.state_dict()
+    if set(source) != set(target):
+        raise TrainError(f"{directory}: its UNet has different layers from this recipe's (unet_channels, text_width)")
+    for name, weight in source.items():
+        want = target[name].shape
+        if name == "conv_in.weight" and weight.shape[1] < want[1] and weight.shape[0] == want[0]:
+            # (C_out, C_in, k, k): copy the latent channels, zeros for the image-condition channels
+            widened = torch.zeros(want, dtype=weight.dtype)
+            widened[:, : weight.shape[1]] = weight
+            weight = widened
+        if weight.shape != want:
+            raise TrainError(f"{directory}: {name} has shape {tuple(weight.shape)}, this recipe needs {tuple(want)}")
+        source[name] = weight
+    unet.load_state_dict(source)
 
 
 def noise_scheduler():
@@ -174,6 +205,7 @@ def train_diffusion(
     show_progress: bool,
     card: dict,
     stop_at: int | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """The shared loop: DDPM epsilon loss, AdamW, EMA, checkpoints; exports `out/model` (a pipeline dir).
 
@@ -191,13 +223,18 @@ def train_diffusion(
         stop_at: stop (checkpoint and export) after this step, on the schedule of `config.steps` (a time-boxed
             run; resuming with a later `stop_at` continues exactly).
         card: extra facts for the model card.
+        init_from: a trained pipeline whose UNet starts this run (`init_unet`); a checkpoint in `out` wins.
     """
     from emphasize.models.tokenizer import load_clip_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_clip_tokenizer()
     sample_size = config.image_size // (2 ** (len(vae.config.block_out_channels) - 1))
-    unet = build_unet(config, 8 if kind == "edit" else 4, sample_size).to(device).train()
+    unet = build_unet(config, 8 if kind == "edit" else 4, sample_size)
+    if init_from is not None:
+        init_unet(unet, init_from)
+        card = {**card, "initialised_from": str(init_from)}
+    unet = unet.to(device).train()
     if train_text:
         text_encoder.train()
     else:

@@ -73,6 +73,7 @@ def train_edit(
     resume: bool = True,
     show_progress: bool = True,
     stop_at: int | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train the editing UNet; return the exported `StableDiffusionInstructPix2PixPipeline` directory.
 
@@ -86,11 +87,16 @@ def train_edit(
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
         stop_at: stop after this step of the `config.steps` schedule (see `train_diffusion`).
+        init_from: a trained pipeline whose UNet and text encoder start this run: an editing pipeline (fine-tuning)
+            or a text-to-image one, whose UNet is widened to 8 input channels with zero weights on the image
+            channels as InstructPix2Pix starts from Stable Diffusion. Its text encoder is trained further, unless
+            `text_encoder` is given (then that one is used, frozen).
     """
     config = config or EditConfig()
     device = torch.device(device)
     vae_model = load_vae(vae, device)
-    encoder = load_text_encoder(text_encoder, device) if text_encoder else build_text_encoder(config).to(device)
+    encoder_dir = text_encoder or init_from
+    encoder = load_text_encoder(encoder_dir, device) if encoder_dir else build_text_encoder(config).to(device)
     card = {
         "image_guidance_scale": config.image_guidance_scale,
         "vae_scaling_factor": vae_model.config.scaling_factor,
@@ -109,4 +115,5 @@ def train_edit(
         show_progress=show_progress,
         stop_at=stop_at,
         card=card,
+        init_from=init_from,
     )

@@ -56,6 +56,7 @@ def train_t2i(
     resume: bool = True,
     show_progress: bool = True,
     stop_at: int | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train the text-to-image UNet (and text encoder); return the exported `StableDiffusionPipeline` dir.
 
@@ -68,11 +69,14 @@ def train_t2i(
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
         stop_at: stop after this step of the `config.steps` schedule (see `train_diffusion`).
+        init_from: a trained text-to-image pipeline (or run --out) whose UNet and text encoder start this run
+            (fine-tuning with a fresh optimizer and schedule); `text_encoder` overrides its text encoder.
     """
     config = config or T2IConfig()
     device = torch.device(device)
     vae_model = load_vae(vae, device)
-    encoder = load_text_encoder(text_encoder, device) if text_encoder else build_text_encoder(config).to(device)
+    encoder_dir = text_encoder or init_from
+    encoder = load_text_encoder(encoder_dir, device) if encoder_dir else build_text_encoder(config).to(device)
     card = {"vae_scaling_factor": vae_model.config.scaling_factor}
     return train_diffusion(
         Path(out),
@@ -87,4 +91,5 @@ def train_t2i(
         show_progress=show_progress,
         stop_at=stop_at,
         card=card,
+        init_from=init_from,
     )
