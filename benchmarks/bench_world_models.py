@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emphasize.models.load import sampling_defaults
+
 EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
 BARS = {  # metric -> (target, "min" or "max")
     "vae_psnr": (30.0, "min"),
@@ -32,11 +34,6 @@ BARS = {  # metric -> (target, "min" or "max")
     "edit_denoise_psnr_gain": (6.0, "min"),
     "clip_top1_of_10": (0.90, "min"),
 }
-
-
-def _defaults(directory: Path) -> dict:
-    path = directory / "sampling_defaults.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _model_dir(path: str | None, name: str) -> Path:
@@ -97,7 +94,7 @@ def bench_t2i(pipe_dir: Path, n: int, steps: int | None, scale: float | None) ->
 
     from emphasize.world import detect, sample_t2i, score_t2i
 
-    defaults = _defaults(pipe_dir)
+    defaults = sampling_defaults(pipe_dir, "t2i")
     steps = steps or defaults.get("num_inference_steps", 25)
     scale = scale or defaults.get("guidance_scale", 5.0)
     pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32, safety_checker=None)
@@ -140,7 +137,7 @@ def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
     from emphasize.world import sample_task, task_metrics
     from emphasize.world.metrics import psnr
 
-    defaults = _defaults(pipe_dir)
+    defaults = sampling_defaults(pipe_dir, "edit")
     steps = steps or defaults.get("num_inference_steps", 25)
     text_scale = defaults.get("guidance_scale", 5.0)
     image_scale = defaults.get("image_guidance_scale", 1.5)
