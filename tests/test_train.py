@@ -250,6 +250,8 @@ def test_warm_start_trains_from_the_given_weights_and_records_them(tmp_path, tin
     )
     card = json.loads((out / "sampling_defaults.json").read_text())
     assert card["initialised_from"] == str(t2i) and card["trained_steps"] == 3
+    # the starting model trained 1 step, this run 3: the card counts the UNet's steps through the chain
+    assert card["init_trained_steps"] == 1 and card["total_trained_steps"] == 4
     # with a negligible learning rate the trained UNet stays at its initialisation, not at a fresh one
     started = build_unet(EditConfig(**TINY_DIFFUSION), 8, SIZE // 4)
     init_unet(started, t2i)

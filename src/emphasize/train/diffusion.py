@@ -27,6 +27,7 @@ from emphasize.train.common import (
 )
 
 MODEL_DIR = "model"  # the exported diffusers pipeline inside --out
+DEFAULTS_FILE = "sampling_defaults.json"  # the model card read by tools (emphasize.models.load)
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
@@ -161,6 +162,27 @@ def init_unet(unet, path: str | Path) -> None:
     unet.load_state_dict(source)
 
 
+def init_card(path: str | Path) -> dict:
+    """Model-card facts of a warm start: where it started and how many steps its UNet had already trained.
+
+    Args:
+        path: the `init_from` given to the recipe (a pipeline directory or a recipe's --out).
+
+    Returns:
+        `{"initialised_from": path}`, plus `"init_trained_steps"` when the starting model has an emphasize model
+        card (its `total_trained_steps`, or its `trained_steps` when it was itself trained from scratch).
+    """
+    facts: dict = {"initialised_from": str(path)}
+    try:
+        defaults = json.loads((model_dir(path, "model card", DEFAULTS_FILE) / DEFAULTS_FILE).read_text("utf-8"))
+    except (TrainError, OSError, ValueError):
+        return facts
+    steps = defaults.get("total_trained_steps", defaults.get("trained_steps"))
+    if isinstance(steps, int):
+        facts["init_trained_steps"] = steps
+    return facts
+
+
 def noise_scheduler():
     from diffusers import DDPMScheduler
 
@@ -233,7 +255,7 @@ def train_diffusion(
     unet = build_unet(config, 8 if kind == "edit" else 4, sample_size)
     if init_from is not None:
         init_unet(unet, init_from)
-        card = {**card, "initialised_from": str(init_from)}
+        card = {**card, **init_card(init_from)}
     unet = unet.to(device).train()
     if train_text:
         text_encoder.train()
@@ -340,7 +362,10 @@ def export_pipeline(
     )
     target = out / MODEL_DIR
     pipe.save_pretrained(str(target), safe_serialization=True)
-    write_card(target, kind, config, {**card, "trained_steps": step})
+    facts = {**card, "trained_steps": step}
+    if "init_trained_steps" in card:
+        facts["total_trained_steps"] = card["init_trained_steps"] + step
+    write_card(target, kind, config, facts)
     return target
 
 
@@ -355,7 +380,7 @@ def write_card(target: Path, kind: str, config: DiffusionConfig, card: dict) -> 
         "width": config.image_size,
         **card,
     }
-    (target / "sampling_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+    (target / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# emphasize embedded world model ({kind})",
         "",
