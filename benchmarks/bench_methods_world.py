@@ -103,6 +103,28 @@ def summarize(rows: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def guided_config(method: str, scale_factor: float | None, softmax_over: str | None):
+    """The method's default config, with the step size and token-softmax range overridden for the guided methods.
+
+    Args:
+        method: a method name of `emphasize.config.DEFAULT_CONFIGS`.
+        scale_factor: A&E's alpha_0 for `importance` and `attend-excite` (None: their default).
+        softmax_over: "all" or "prompt" for `importance` and `attend-excite` (None: their default).
+    """
+    from dataclasses import replace
+
+    from emphasize.config import method_config
+
+    config = method_config(method)
+    if method not in ("importance", "attend-excite"):
+        return config
+    if scale_factor is not None:
+        config = replace(config, schedule=replace(config.schedule, scale_factor=scale_factor))
+    if softmax_over is not None:
+        config = replace(config, loss=replace(config.loss, softmax_over=softmax_over))
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=50, help="two-object prompts (default 50)")
@@ -113,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="text-to-image model (default: the embedded one)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model card's)")
     parser.add_argument("--guidance-scale", type=float, help="CFG scale (default: the model card's)")
+    parser.add_argument(
+        "--scale-factor", type=float, help="importance and attend-excite: step size alpha_0 (default 20)"
+    )
+    parser.add_argument(
+        "--softmax-over",
+        choices=("all", "prompt"),
+        help="importance and attend-excite: token softmax over positions 1..75 (all) or the prompt's (default: all)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="runs/bench_methods_world", help="folder for rows.jsonl and summary.md")
     parser.add_argument("--merge", nargs="+", metavar="OUT", help="print one table over these runs' rows and exit")
@@ -137,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.weight <= 0:
         parser.error(f"--weight must be > 0, got {args.weight}")
+    if args.scale_factor is not None and not args.scale_factor >= 0:
+        parser.error(f"--scale-factor must be >= 0, got {args.scale_factor}")
     torch.set_num_threads(args.threads)
 
     from emphasize.api import generate
@@ -153,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    configs = {m: guided_config(m, args.scale_factor, args.softmax_over) for m in args.methods}
     rows = []
     prompts = two_object_prompts(args.prompts, args.offset)
     for k, caption in enumerate(prompts, start=args.offset):
@@ -162,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=EVAL_START + 1000 * k + seed)
                 start = time.process_time()
-                result = generate(pipe, weighted, method=method, sampling=sampling, record_attention=False)
+                result = generate(
+                    pipe, weighted, method=method, config=configs[method], sampling=sampling, record_attention=False
+                )
                 pixels = np.asarray(result.image.convert("RGB"))
                 detections = detect(pixels)
                 found = objects_found(spec, detections)
@@ -185,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     header = (
         f"{args.prompts} two-object prompts x {args.seeds} seeds, second object weighted {args.weight:g}, "
-        f"{steps} DDIM steps, CFG {scale:g}, model {args.model or 'embedded t2i'}; means over prompts with 95% "
-        "bootstrap CIs; s/image is CPU time.\n\n"
+        f"{steps} DDIM steps, CFG {scale:g}, model {args.model or 'embedded t2i'}, guided methods' scale factor "
+        f"{args.scale_factor if args.scale_factor is not None else 'default'} and softmax over "
+        f"{args.softmax_over or 'default'}; means over prompts with 95% bootstrap CIs; s/image is CPU time.\n\n"
     )
     table = header + summarize(rows, list(args.methods)) + "\n"
     (out / "summary.md").write_text(table, encoding="utf-8")
