@@ -120,7 +120,7 @@ def guided_config(method: str, scale_factor: float | None, softmax_over: str | N
     from emphasize.config import method_config
 
     config = method_config(method)
-    if method not in ("importance", "attend-excite"):
+    if not hasattr(config, "schedule"):  # only the latent-optimizing methods have a step size and a loss
         return config
     if scale_factor is not None:
         config = replace(config, schedule=replace(config.schedule, scale_factor=scale_factor))

@@ -32,6 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_DIR = PACKAGE_DIR / "embedded"  # embedded world models: `t2i/`, `edit/` (diffusers dirs) and `clip/`
 CONFIGS_DIR = PACKAGE_DIR / "configs"  # SD 1.5-layout component configs for single-file checkpoints
 SINGLE_FILE_CONFIGS = {"t2i": CONFIGS_DIR / "sd15", "edit": CONFIGS_DIR / "sd15-edit"}
+SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"  # the model card tools read: steps, CFG scale, ...
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 KINDS = {"t2i": 4, "edit": 8}  # pipeline kind -> UNet input channels (latent, or latent + image latent)
 KIND_NAMES = {"t2i": "text-to-image", "edit": "instruction-editing"}
@@ -164,7 +165,7 @@ def sampling_defaults(model: str | os.PathLike | None, kind: Kind) -> dict:
         kind: "t2i" or "edit".
     """
     folder = EMBEDDED_DIR / kind if model is None else Path(model)
-    path = folder / "sampling_defaults.json"
+    path = folder / SAMPLING_DEFAULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.is_file() else {}
 
 

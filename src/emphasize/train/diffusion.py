@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from emphasize.models.load import SAMPLING_DEFAULTS_FILE, sampling_defaults
 from emphasize.train.common import (
     EMA,
     TrainError,
@@ -27,7 +28,6 @@ from emphasize.train.common import (
 )
 
 MODEL_DIR = "model"  # the exported diffusers pipeline inside --out
-DEFAULTS_FILE = "sampling_defaults.json"  # the model card read by tools (emphasize.models.load)
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
@@ -174,7 +174,7 @@ def init_card(path: str | Path) -> dict:
     """
     facts: dict = {"initialised_from": str(path)}
     try:
-        defaults = json.loads((model_dir(path, "model card", DEFAULTS_FILE) / DEFAULTS_FILE).read_text("utf-8"))
+        defaults = sampling_defaults(model_dir(path, "model card", SAMPLING_DEFAULTS_FILE), "t2i")
     except (TrainError, OSError, ValueError):
         return facts
     steps = defaults.get("total_trained_steps", defaults.get("trained_steps"))
@@ -380,7 +380,7 @@ def write_card(target: Path, kind: str, config: DiffusionConfig, card: dict) -> 
         "width": config.image_size,
         **card,
     }
-    (target / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+    (target / SAMPLING_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# emphasize embedded world model ({kind})",
         "",
