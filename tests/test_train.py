@@ -150,7 +150,8 @@ def test_edit_condition_dropout_is_disjoint(tiny_vae_dir):
 
     vae = load_vae(tiny_vae_dir, "cpu")
     config = EditConfig(**{**TINY_DIFFUSION, "batch_size": 64}, text_dropout=0.3, image_dropout=0.3)
-    target, cond, prompts = edit_batch(vae, config, 0, step_generator(0, 0))
+    batch = edit_batch(vae, config, 0, step_generator(0, 0))
+    target, cond, prompts = batch.latents, batch.image_cond, batch.prompts
     no_text = torch.tensor([p == "" for p in prompts])
     no_image = cond.flatten(1).abs().sum(1) == 0
     assert no_text.any() and no_image.any() and not (no_text & no_image).any()

@@ -74,6 +74,30 @@ def register(subparsers) -> argparse.ArgumentParser:
                 help="trained pipeline directory (or run --out) whose UNet and text encoder start the run; "
                 "edit accepts a t2i pipeline (its UNet is widened to 8 input channels, InstructPix2Pix-style)",
             )
+        if name in ("t2i", "edit"):
+            p.add_argument("--lr", type=float, help="AdamW peak learning rate (recipe default when omitted)")
+            p.add_argument("--warmup", type=int, help="linear warmup steps (recipe default when omitted)")
+            p.add_argument(
+                "--grounding-weight",
+                type=float,
+                help="weight of the TokenCompose-style grounding loss on cross-attention (default 0: off)",
+            )
+            p.add_argument(
+                "--pad-dropout",
+                type=float,
+                help="probability that the UNet sees the empty prompt's states from the first EOT on (default 0)",
+            )
+            p.add_argument(
+                "--pad-invariance",
+                type=float,
+                help="weight pulling the text encoder's states from the first EOT on to the empty prompt's "
+                "(default 0)",
+            )
+            p.add_argument(
+                "--attention-factor",
+                type=_positive_int,
+                help="attention level (latent downsampling factor) the methods should guide, for the model card",
+            )
         if name == "vae":
             p.add_argument("--size", type=_positive_int, default=64, help="image side in px (default 64)")
         p.set_defaults(func=run)
@@ -92,6 +116,12 @@ def _overrides(args) -> dict:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
+        "lr": getattr(args, "lr", None),
+        "warmup": getattr(args, "warmup", None),
+        "grounding_weight": getattr(args, "grounding_weight", None),
+        "pad_dropout": getattr(args, "pad_dropout", None),
+        "pad_invariance": getattr(args, "pad_invariance", None),
+        "attention_factor": getattr(args, "attention_factor", None),
     }
     if getattr(args, "size", None) is not None and args.recipe == "vae":
         values["image_size"] = args.size

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from emphasize.attention.control import AttentionController, capture_attention
 from emphasize.models.load import SAMPLING_DEFAULTS_FILE, sampling_defaults
 from emphasize.train.common import (
     EMA,
@@ -25,6 +26,13 @@ from emphasize.train.common import (
     load_checkpoint,
     step_generator,
     train_steps,
+)
+from emphasize.train.grounding import (
+    GroundingTargets,
+    free_position_invariance,
+    free_positions,
+    grounding_loss,
+    replace_free_positions,
 )
 
 MODEL_DIR = "model"  # the exported diffusers pipeline inside --out
@@ -48,6 +56,11 @@ class DiffusionConfig:
     sample_steps: int = 25  # default DDIM steps recorded in the model card
     guidance_scale: float = 5.0  # default classifier-free guidance scale recorded in the model card
     seed: int = 0  # run seed: weights, data, noise, timesteps and dropout
+    grounding_weight: float = 0.0  # weight of the TokenCompose-style grounding loss (`train.grounding`); 0: off
+    grounding_factors: tuple[int, ...] = (1, 2)  # latent downsampling factors of the levels it grounds
+    pad_dropout: float = 0.0  # P(the UNet sees the empty prompt's states from the first EOT on), per item
+    pad_invariance: float = 0.0  # weight pulling the encoder's states from the first EOT on towards the empty's
+    attention_factor: int | None = None  # guided attention level recorded in the model card; None: not recorded
 
     def __post_init__(self):
         check_config(
@@ -60,8 +73,13 @@ class DiffusionConfig:
                 "image_size": (16, 1024),
                 "ema_decay": (0.0, 1.0),
                 "checkpoint_every": (1, 10**7),
+                "grounding_weight": (0.0, 100.0),
+                "pad_dropout": (0.0, 1.0),
+                "pad_invariance": (0.0, 100.0),
             },
         )
+        if not self.grounding_factors or any(f < 1 or f & (f - 1) for f in self.grounding_factors):
+            raise ValueError(f"grounding_factors={self.grounding_factors} must be powers of two >= 1")
         if any(c % 8 for c in self.unet_channels) or len(self.unet_channels) < 2:
             raise ValueError(f"unet_channels={self.unet_channels} must be >= 2 widths, each a multiple of 8")
 
@@ -195,12 +213,16 @@ def sampling_scheduler():
     return DDIMScheduler(**BETAS, prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
-def encode_text(text_encoder, tokenizer, texts: list[str], device) -> torch.Tensor:
-    """(B, 77, D) last hidden states, padded to the tokenizer's max length as the pipelines do."""
-    ids = tokenizer(
+def token_ids(tokenizer, texts: list[str], device) -> torch.Tensor:
+    """(B, 77) token ids, padded to the tokenizer's max length as the pipelines do."""
+    return tokenizer(
         texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids.to(device)
-    return text_encoder(ids)[0]
+
+
+def encode_text(text_encoder, tokenizer, texts: list[str], device) -> torch.Tensor:
+    """(B, 77, D) last hidden states, padded to the tokenizer's max length as the pipelines do."""
+    return text_encoder(token_ids(tokenizer, texts, device))[0]
 
 
 @torch.no_grad()
@@ -209,8 +231,17 @@ def encode_images(vae, images: torch.Tensor) -> torch.Tensor:
     return vae.encode(images * 2 - 1).latent_dist.mode()
 
 
-# a batch maker returns (target latents x scaling, extra UNet input channels or None, prompts), with dropout applied
-BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor | None, list[str]]]
+@dataclass(frozen=True)
+class DiffusionBatch:
+    """One training step's data, condition dropout already applied."""
+
+    latents: torch.Tensor  # (B, 4, h, w) target latents x scaling_factor
+    image_cond: torch.Tensor | None  # (B, 4, h, w) extra UNet input channels (editing), or None
+    prompts: list[str]  # what the text encoder reads ("" where dropped)
+    grounding: GroundingTargets | None = None  # phrases and object masks, when the recipe grounds attention
+
+
+BatchFn = Callable[[int, torch.Generator], DiffusionBatch]
 
 
 def train_diffusion(
@@ -238,7 +269,7 @@ def train_diffusion(
         vae: frozen AutoencoderKL on `device`.
         text_encoder: CLIPTextModel on `device`; trained when `train_text`, frozen otherwise.
         train_text: train the text encoder jointly with the UNet.
-        make_batch: step, generator -> (latents, image condition or None, prompts).
+        make_batch: step, generator -> the step's `DiffusionBatch`.
         device: torch device.
         resume: continue from `out/checkpoint.pt` when it exists.
         show_progress: show the tqdm bar.
@@ -279,21 +310,44 @@ def train_diffusion(
     def export(step: int) -> Path:
         return export_pipeline(out, kind, vae, text_encoder, tokenizer, unet, ema_unet, ema_text, config, card, step)
 
+    levels = [sample_size // f for f in config.grounding_factors]
+    regularized = config.pad_dropout > 0 or config.pad_invariance > 0
+
     def loss_at(step: int) -> torch.Tensor:
         generator = step_generator(config.seed, step)
         # 1. data (with condition dropout drawn from the step's generator)
-        latents, image_cond, prompts = make_batch(step, generator)
-        latents = latents.to(device)
+        batch = make_batch(step, generator)
+        latents = batch.latents.to(device)
         # 2. forward diffusion at random timesteps
         noise = torch.randn(latents.shape, generator=generator).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator).to(device)
         noisy = scheduler.add_noise(latents, noise, t)
-        if image_cond is not None:
-            noisy = torch.cat([noisy, image_cond.to(device)], dim=1)
-        # 3. epsilon prediction and loss
+        if batch.image_cond is not None:
+            noisy = torch.cat([noisy, batch.image_cond.to(device)], dim=1)
+        # 3. text states; free positions (first EOT on) replaced by the empty prompt's for the drawn items
+        extra = 0.0
         with torch.set_grad_enabled(train_text):
-            cond = encode_text(text_encoder, tokenizer, prompts, device)
-        return F.mse_loss(unet(noisy, t, cond).sample, noise)
+            ids = token_ids(tokenizer, batch.prompts, device)
+            cond = text_encoder(ids)[0]
+            if regularized:
+                empty = text_encoder(token_ids(tokenizer, [""], device))[0]
+                free = free_positions(ids, tokenizer.eos_token_id)
+                if config.pad_invariance > 0 and train_text:
+                    extra = extra + config.pad_invariance * free_position_invariance(cond, empty, free)
+                if config.pad_dropout > 0:
+                    drop = torch.rand(len(latents), generator=generator) < config.pad_dropout
+                    cond = replace_free_positions(cond, empty, free & drop.to(device)[:, None])
+        # 4. epsilon prediction (with the cross-attention maps when grounding) and loss
+        if config.grounding_weight > 0 and batch.grounding is not None and bool(batch.grounding.valid.any()):
+            controller = AttentionController()
+            with capture_attention(unet, controller):
+                controller.set_pass(rows=tuple(range(len(latents))), keep_pass=True)
+                eps = unet(noisy, t, cond).sample
+                maps = {side: controller.store.aggregate((side, side)).flatten(1, 2) for side in levels}
+            extra = extra + config.grounding_weight * grounding_loss(maps, batch.grounding)
+        else:
+            eps = unet(noisy, t, cond).sample
+        return F.mse_loss(eps, noise) + extra
 
     def update_ema(step: int) -> None:
         ema_unet.update(unet, step)
@@ -378,6 +432,7 @@ def write_card(target: Path, kind: str, config: DiffusionConfig, card: dict) -> 
         "scheduler": "DDIMScheduler",
         "height": config.image_size,
         "width": config.image_size,
+        **({"attention_factor": config.attention_factor} if config.attention_factor is not None else {}),
         **card,
     }
     (target / SAMPLING_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ import torch
 
 from emphasize.train.common import images_to_tensor, train_seed
 from emphasize.train.diffusion import (
+    DiffusionBatch,
     DiffusionConfig,
     build_text_encoder,
     encode_images,
@@ -60,7 +61,7 @@ def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
     drop_image = (r >= config.text_dropout) & (r < config.text_dropout + config.image_dropout)
     cond = cond * (~drop_image).to(cond).view(-1, 1, 1, 1)
     prompts = ["" if d else it.instruction for it, d in zip(items, drop_text.tolist(), strict=True)]
-    return target, cond, prompts
+    return DiffusionBatch(target, cond, prompts)
 
 
 def train_edit(

@@ -5,13 +5,16 @@ classifier-free guidance works.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from emphasize.models.tokenizer import MAX_LENGTH, load_clip_tokenizer
 from emphasize.train.common import images_to_tensor, train_seed
 from emphasize.train.diffusion import (
+    DiffusionBatch,
     DiffusionConfig,
     build_text_encoder,
     encode_images,
@@ -19,6 +22,9 @@ from emphasize.train.diffusion import (
     load_vae,
     train_diffusion,
 )
+from emphasize.train.grounding import world_grounding_targets
+
+_tokenizer = functools.cache(load_clip_tokenizer)  # built once per process (from_pretrained reads files)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,10 @@ def t2i_batch(vae, config: T2IConfig, step: int, generator: torch.Generator):
     latents = encode_images(vae, images_to_tensor([it.image for it in items]).to(device)) * vae.config.scaling_factor
     drop = torch.rand(len(items), generator=generator) < config.caption_dropout
     prompts = ["" if d else it.caption for it, d in zip(items, drop.tolist(), strict=True)]
-    return latents, None, prompts
+    grounding = None
+    if config.grounding_weight > 0:
+        grounding = world_grounding_targets(items, prompts, _tokenizer(), MAX_LENGTH)
+    return DiffusionBatch(latents, None, prompts, grounding)
 
 
 def train_t2i(

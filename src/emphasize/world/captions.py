@@ -114,6 +114,40 @@ def format_caption(spec: CaptionSpec) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def phrase_spans(spec: CaptionSpec) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Where each object phrase of `format_caption(spec)` lies, and which objects it names.
+
+    A phrase is the words that describe its objects, without the article or count: `[size] colour shape` (plural
+    for counts), e.g. `small green triangle` in `a small green triangle above a large yellow star` and
+    `red circles` in `two red circles and a blue square`. These are the words whose cross-attention should lie on
+    the objects (the grounding targets of training, the weighted words of the benchmarks).
+
+    Args:
+        spec (`CaptionSpec`): objects and relation, as for `format_caption`.
+
+    Returns:
+        `(start, end, object_indices)` per phrase in caption order: character offsets into `format_caption(spec)`
+        and the indices of `spec.objects` the phrase names.
+    """
+    text = format_caption(spec)
+    if spec.relation is not None:
+        order = [((spec.relation.subject,), 1), ((spec.relation.object,), 1)]
+    else:
+        order, k = [], 0
+        for _, n in _groups(spec.objects):
+            order.append((tuple(range(k, k + n)), n))
+            k += n
+    spans, cursor = [], 0
+    for indices, n in order:
+        o = spec.objects[indices[0]]
+        words = ([o.size] if o.size else []) + [o.colour, o.shape if n == 1 else PLURALS[o.shape]]
+        phrase = " ".join(words)
+        start = text.index(phrase, cursor)
+        spans.append((start, start + len(phrase), indices))
+        cursor = start + len(phrase)
+    return spans
+
+
 def caption(scene: Scene) -> str:
     """The caption of a scene.
 
