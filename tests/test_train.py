@@ -272,3 +272,31 @@ def test_warm_start_rejects_a_unet_of_another_shape(tmp_path, tiny_vae_dir):
         init_unet(wider, t2i)
     with pytest.raises(TrainError, match="no unet"):
         init_unet(wider, tmp_path / "missing")
+
+
+def test_t2i_testbed_recipe_grounds_and_resumes_exactly(tmp_path, monkeypatch, tiny_vae_dir):
+    """Grounding loss and free-position dropout/invariance: the run trains, resumes to the same weights, and
+    records the guided attention level in the model card."""
+    import json
+
+    config = T2IConfig(**TINY_DIFFUSION, grounding_weight=0.5, pad_dropout=1.0, pad_invariance=1.0, attention_factor=2)
+    full = train_t2i(tmp_path / "full", tiny_vae_dir, config, show_progress=False)
+    card = json.loads((full / "sampling_defaults.json").read_text())
+    assert card["attention_factor"] == 2
+    _kill_after_first_checkpoint(monkeypatch, common)
+    with pytest.raises(Killed):
+        train_t2i(tmp_path / "resumed", tiny_vae_dir, config, show_progress=False)
+    monkeypatch.undo()
+    train_t2i(tmp_path / "resumed", tiny_vae_dir, config, show_progress=False)
+    a, b = _checkpoint(tmp_path / "full"), _checkpoint(tmp_path / "resumed")
+    for key in ("unet", "text_encoder", "ema_unet"):
+        _assert_same_weights(a[key], b[key])
+    plain = train_t2i(tmp_path / "plain", tiny_vae_dir, T2IConfig(**TINY_DIFFUSION), show_progress=False)
+    assert plain.is_dir()
+    assert not torch.equal(_checkpoint(tmp_path / "plain")["unet"]["conv_in.weight"], a["unet"]["conv_in.weight"])
+
+
+def test_testbed_knobs_are_validated():
+    for bad in (dict(pad_dropout=1.5), dict(grounding_weight=-1.0), dict(grounding_factors=(3,))):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            T2IConfig(**{**TINY_DIFFUSION, **bad})
