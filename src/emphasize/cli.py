@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_edit)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bsub = bench.add_subparsers(dest="bench_command", metavar="{speed}")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="{quality,report,speed}")
     bsub.required = True
     p = bsub.add_parser(
         "speed", help="wall time and peak memory: plain vs importance vs attend-excite vs diffusers A&E"
@@ -122,8 +122,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="runs per method, interleaved; the fastest counts")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier on shared CPUs)")
-    p.add_argument("--json", default=None, help="also write the table as JSON")
+    p.add_argument("--json", default=None, help="also write the table as JSON (DIR/speed.json joins DIR's report)")
     p.set_defaults(func=cmd_bench_speed)
+    p = bsub.add_parser(
+        "quality",
+        help="every method on a suite: one resumable row per (prompt, method, seed); accelerate launch shards it",
+        description="Run methods on a benchmark suite (world-t2i, world-grounding, world-edit, drawbench, parti, "
+        "dailydalle, csp, attend-excite). Rows are written atomically under DIR/rows and a rerun resumes; "
+        "`accelerate launch -m emphasize bench quality ...` splits the rows over processes.",
+    )
+    p.add_argument("--suite", required=True, help="world-t2i, world-grounding, world-edit, drawbench, parti, ...")
+    p.add_argument(
+        "--methods",
+        default="plain,embed,reweight,attend-excite,importance",
+        help="comma-separated methods (default plain,embed,reweight,attend-excite,importance)",
+    )
+    p.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default 2)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts (default: a public set in full, 100 world)")
+    p.add_argument("--offset", type=int, default=0, help="first prompt (tune on one range, report on another)")
+    p.add_argument("--weight", type=float, default=2.0, help="weight of the emphasized words (default 2)")
+    p.add_argument("--model", default=None, help="model (default: the embedded one)")
+    p.add_argument("--clip", default=None, help="CLIP for CLIP score and SGOOL/DOODL (default: the world CLIP)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model card's, else 50)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model card's)")
+    p.add_argument(
+        "--attention-factor",
+        type=int,
+        default=None,
+        help="guided attention level of attend-excite/importance (default: the model card's)",
+    )
+    p.add_argument("--opt-steps", type=int, default=10, help="SGOOL/DOODL optimisation steps (default 10)")
+    p.add_argument("--opt-sampling-steps", type=int, default=10, help="SGOOL/DOODL EDICT steps (default 10)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the row count and an estimated time, run nothing")
+    p.add_argument("--out", required=True, help="run directory (rows, images, run.json)")
+    p.set_defaults(func=cmd_bench_quality)
+    p = bsub.add_parser("report", help="tables, plots and image grids of a bench quality run: DIR/report.md")
+    p.add_argument("out", metavar="DIR", help="a bench quality run directory")
+    p.set_defaults(func=cmd_bench_report)
 
     models = sub.add_parser("models", help="model utilities")
     msub = models.add_subparsers(dest="models_command", metavar="{tiny}")
@@ -466,6 +502,45 @@ def cmd_bench_speed(args) -> int:
         args.model, args.prompt, steps=args.steps, size=args.size, seed=args.seed, repeats=args.repeats,
         threads=args.threads, json_path=args.json,
     )  # fmt: skip
+    return 0
+
+
+def cmd_bench_quality(args) -> int:
+    from emphasize.bench.runner import QualityConfig
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    config = QualityConfig(
+        suite=args.suite, methods=methods, seeds=args.seeds, prompts=args.prompts, offset=args.offset,
+        weight=args.weight, model=args.model, clip=args.clip, steps=args.steps, guidance_scale=args.guidance_scale,
+        attention_factor=args.attention_factor, opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps,
+    )  # fmt: skip
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {args.out!r} exists and is not a directory")
+    if args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    _quiet_libraries()
+    import torch
+
+    from emphasize.bench.runner import run_quality
+
+    torch.set_num_threads(args.threads)
+    try:
+        rows = run_quality(config, out, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; finished rows are kept in {out}/rows, rerun the command to resume") from None
+    if not args.dry_run:
+        print(f"{len(rows)} rows written to {out}; `emphasize bench report {out}` makes the report")
+    return 0
+
+
+def cmd_bench_report(args) -> int:
+    out = Path(args.out)
+    if not out.is_dir():
+        raise CLIError(f"{args.out!r} is not a directory")
+    from emphasize.bench.report import write_report
+
+    print(f"wrote {write_report(out)}")
     return 0
 
 

@@ -229,7 +229,7 @@ def _step_ranges(steps: int) -> dict[str, range]:
     }
 
 
-def _phrase_groups(tokenizer, text: str):
+def phrase_groups(tokenizer, text: str):
     """(object indices, token positions) of each object phrase of a world caption."""
     from emphasize.prompts import WeightedPrompt, WeightedSpan
     from emphasize.tokens import align_spans
@@ -395,7 +395,7 @@ def world_grounding(
     matched = objects = 0
     for k, text in enumerate(prompts):
         spec = parse_caption(text)
-        groups = _phrase_groups(pipe.tokenizer, text)
+        groups = phrase_groups(pipe.tokenizer, text)
         cond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [text])
         classes = position_classes(pipe.tokenizer, text, pipe.tokenizer.model_max_length)
         for seed in seeds:
