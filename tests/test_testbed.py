@@ -236,3 +236,21 @@ def test_world_grounding_runs_on_the_embedded_model():
     result = world_grounding(pipe, two_object_prompts(1), seeds=[0], steps=3, guidance_scale=5.0)
     assert result.objects == 2 and 0 <= result.matched <= 2
     assert abs(sum(result.token_mass.values()) - 1.0) < 1e-3
+
+
+def test_edit_grounding_targets_mark_the_referring_words_and_the_referred_object():
+    from emphasize.train.grounding import edit_phrase, world_edit_grounding_targets
+    from emphasize.world import object_masks, sample_task
+
+    items = [sample_task(family, seed, 32) for family in ("segment", "keypoint", "edit", "enhance") for seed in (1, 2)]
+    prompts = [it.instruction for it in items]
+    prompts[0] = ""  # a dropped instruction has no target
+    targets = world_edit_grounding_targets(items, prompts, TOKENIZER, 77)
+    assert not targets.valid[0].any() and not targets.valid[-1].any() and not targets.valid[-2].any()
+    for b, item in enumerate(items[1:6], start=1):
+        (start, end), mask = edit_phrase(item)
+        ids = TOKENIZER(item.instruction).input_ids
+        words = TOKENIZER.decode([ids[i] for i in targets.tokens[b, 0].nonzero().flatten().tolist()])
+        scene = item.target_scene if item.edit.kind == "add" else item.scene
+        assert words.strip() == item.instruction[start:end] and scene.objects[item.edit.target].shape in words
+        assert torch.equal(targets.masks[b, 0] > 0, torch.from_numpy(object_masks(scene, 32)[item.edit.target]))

@@ -8,11 +8,13 @@ when r < `text_dropout`, the image condition becomes zeros when `text_dropout` <
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from emphasize.models.tokenizer import MAX_LENGTH, load_clip_tokenizer
 from emphasize.train.common import images_to_tensor, train_seed
 from emphasize.train.diffusion import (
     DiffusionBatch,
@@ -23,6 +25,9 @@ from emphasize.train.diffusion import (
     load_vae,
     train_diffusion,
 )
+from emphasize.train.grounding import world_edit_grounding_targets
+
+_tokenizer = functools.cache(load_clip_tokenizer)  # built once per process
 
 FAMILIES = ("segment", "keypoint", "edit", "enhance")
 
@@ -61,7 +66,10 @@ def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
     drop_image = (r >= config.text_dropout) & (r < config.text_dropout + config.image_dropout)
     cond = cond * (~drop_image).to(cond).view(-1, 1, 1, 1)
     prompts = ["" if d else it.instruction for it, d in zip(items, drop_text.tolist(), strict=True)]
-    return DiffusionBatch(target, cond, prompts)
+    grounding = None
+    if config.grounding_weight > 0:
+        grounding = world_edit_grounding_targets(items, prompts, _tokenizer(), MAX_LENGTH)
+    return DiffusionBatch(target, cond, prompts, grounding)
 
 
 def train_edit(

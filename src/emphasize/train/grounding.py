@@ -86,6 +86,55 @@ def world_grounding_targets(items, prompts: Sequence[str], tokenizer, length: in
     return GroundingTargets(tokens, masks, valid)
 
 
+def edit_phrase(item) -> tuple[tuple[int, int], object] | None:
+    """The referring phrase of a world instruction and the mask it names, or None (enhance tasks).
+
+    The phrase is the reference without its article (`left circle` in `place a blue mask on the left circle`);
+    its mask is the referred object in the input scene, or for `add` the new object's words (`yellow circle`)
+    and its mask in the edited scene. Character offsets are into `item.instruction`.
+    """
+    from emphasize.world import object_masks
+    from emphasize.world.refer import reference_text
+
+    edit = item.edit
+    if edit.kind == "add":
+        words = " ".join(w for w in (edit.size, edit.colour, edit.shape) if w)
+        mask = object_masks(item.target_scene, item.size)[edit.target]
+    elif edit.reference is not None and edit.target is not None:
+        words = reference_text(edit.reference).removeprefix("the ")
+        mask = object_masks(item.scene, item.size)[edit.target]
+    else:
+        return None
+    start = item.instruction.find(words)
+    return ((start, start + len(words)), mask) if start >= 0 else None
+
+
+def world_edit_grounding_targets(items, prompts: Sequence[str], tokenizer, length: int) -> GroundingTargets:
+    """Grounding targets of world instruction tasks: one phrase per item (its referring words), none for
+    enhance tasks and dropped instructions.
+
+    Args:
+        items: `emphasize.world.TaskItem`s.
+        prompts: the instructions the UNet sees ("" where dropped).
+        tokenizer: the pipeline's fast tokenizer.
+        length: padded sequence length (77).
+    """
+    size = items[0].size
+    tokens = torch.zeros(len(items), 1, length)
+    masks = torch.zeros(len(items), 1, size, size)
+    valid = torch.zeros(len(items), 1, dtype=torch.bool)
+    for b, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
+        phrase = edit_phrase(item) if prompt == item.instruction else None
+        if phrase is None:
+            continue
+        (where,) = phrase_tokens(tokenizer, item.instruction, [phrase[0]], length)
+        if where:
+            tokens[b, 0, where] = 1.0
+            masks[b, 0] = torch.from_numpy(phrase[1].astype("float32"))
+            valid[b, 0] = True
+    return GroundingTargets(tokens, masks, valid)
+
+
 def grounding_loss(maps: dict[int, torch.Tensor], targets: GroundingTargets) -> torch.Tensor:
     """Token + pixel grounding loss, averaged over the given levels and the valid phrases.
 
