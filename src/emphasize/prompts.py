@@ -32,7 +32,9 @@ Rules, precisely:
   it, including `'` and `-` between word characters (`man's+` weights `man's`, `well-known-` weights `well-known`),
   and never reaches back past a bracket. A suffix after `(words:w)` or `[words]` is an error (two weights).
 - Unsupported: A1111 prompt editing `[from:to:when]` and alternation `[a|b]` (an unescaped `:` or `|` directly
-  inside `[ ]`), and compel `.blend()`, `.and()`, `.swap()`: each raises `PromptSyntaxError`.
+  inside `[ ]`), and compel's functions `.blend()`, `.and()`, `.swap()`, `.attend()` and any other `.name(`
+  directly before `(`, `withLora(`, `useLora(`, `withTI(`, and compel's quoted weighting `"words"+`: each raises
+  `PromptSyntaxError`, never a silent misread.
 - Weights must be numbers in [MIN_WEIGHT, MAX_WEIGHT] = [0, 100], typed or effective (after multiplying nested
   weights); NaN, infinity and negative weights are errors. Weight 1 is kept as a span: the user marked it.
 - Unbalanced brackets, empty groups (`()`, `( )`, `(:2)`) and nesting deeper than MAX_NESTING are errors.
@@ -68,6 +70,9 @@ _SUFFIX_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+
 _NAN = re.compile(r"[+-]?nan\Z", re.IGNORECASE)
 _INF = re.compile(r"[+-]?inf(?:inity)?\Z", re.IGNORECASE)
 _COMPEL_OPERATORS = (".blend(", ".and(", ".swap(")
+# compel's function syntax: `word.swap(x)`, `"phrase".attend(0.5)`, `(words).blend(...)`, `withLora(name, w)`:
+# a `(` directly after `.name` or after one of compel's function names opens a call, never an A1111 group
+_COMPEL_CALL = re.compile(r"(?:\.([A-Za-z_]\w*)|\b(withLora|useLora|withTI))\Z")
 _INNER_WORD_JOINERS = frozenset("'’-")  # joined into a suffixed word when between word characters
 
 
@@ -342,6 +347,14 @@ class _Scanner:
                     self.emit(c, escaped=True)
                     i += 1
             elif c in "([":
+                call = _COMPEL_CALL.search(s, 0, i) if c == "(" else None
+                if call:
+                    name = f".{call.group(1)}()" if call.group(1) else f"{call.group(2)}()"
+                    raise self.error(
+                        f"compel {name} at column {call.start() + 1} is not supported (emphasize reads weights, not "
+                        "compel's functions); write '\\(' for a literal parenthesis",
+                        call.start() + 1,
+                    )
                 if len(self.stack) > MAX_NESTING:
                     raise self.error(f"brackets nested deeper than {MAX_NESTING} at column {i + 1}", i + 1)
                 self.seam()
@@ -369,7 +382,14 @@ class _Scanner:
             elif c in "+-":
                 j = self.sign_run_end(i)
                 run = s[i:j]
-                if self.after_word and _is_suffix_run(run, s[j] if j < len(s) else None):
+                after = s[j] if j < len(s) else None
+                if i > 0 and s[i - 1] == '"' and _is_suffix_run(run, after):
+                    raise self.error(
+                        f"compel's quoted weighting '\"...\"{run}' at column {i + 1} is not supported; write "
+                        f"'(words){run}' instead, or '\\{run[0]}' for a literal sign",
+                        i + 1,
+                    )
+                if self.after_word and _is_suffix_run(run, after):
                     self.suffix_word(run, i + 1)
                 else:
                     for char in run:
