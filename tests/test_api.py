@@ -3,6 +3,7 @@ failure handling."""
 
 import types
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -134,8 +135,8 @@ def test_edit_runs_with_both_rules_on_an_8_channel_unet(tiny_edit, rule):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     sampling = EditSamplingConfig(steps=3, guidance_rule=rule, seed=2)
     r = api.edit(tiny_edit, image, "make the (circle:2) green", sampling=sampling)
-    assert r.image.size == (100, 70)  # worked at (100, 68), the UNet's multiple, and fit back to the input's size
-    assert (r.report["width"], r.report["height"]) == (100, 68)
+    assert r.image.size == (100, 70)  # worked at the native side (64) for the longer side, and fit back
+    assert (r.report["width"], r.report["height"]) == (64, 44)
     assert r.report["output_size"] == [100, 70]
     assert r.report["guidance_rule"] == rule
     assert len(r.report["guidance"]["steps"]) == 2
@@ -150,8 +151,17 @@ def test_edit_can_keep_the_working_size(tiny_edit):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     sampling = EditSamplingConfig(steps=2, seed=2, restore_size=False)
     r = api.edit(tiny_edit, image, "make the circle green", sampling=sampling, method="plain")
-    assert r.image.size == (100, 68)
-    assert r.report["output_size"] == [100, 68]
+    assert r.image.size == (64, 44)
+    assert r.report["output_size"] == [64, 44]
+    wide = api.edit(tiny_edit, image, "make it green", sampling=replace(sampling, width=96), method="plain")
+    assert wide.image.size == (96, 64)  # a given side is used, the other keeps the aspect ratio (67.2 -> 64)
+
+
+def test_working_size_rule():
+    assert api.working_size((4000, 3000), 8, 512) == (512, 384)  # InstructPix2Pix: longer side -> native
+    assert api.working_size((1, 1), 8, 512) == (512, 512)
+    assert api.working_size((100, 70), 4, 64, height=40) == (56, 40)
+    assert api.working_size((100, 70), 4, 64, height=40, width=48) == (48, 40)
 
 
 def test_edit_rejects_a_text_to_image_unet(tiny_t2i):

@@ -105,7 +105,7 @@ def test_edit_end_to_end(capsys, tmp_path, edit_dir, rule):
         (["generate", "a (red:2 circle"], "unbalanced '(' at column 3"),
         (["generate", "a (red:nan) circle"], "column"),
         (["generate", "a red circle " * 30 + "(blue:2)"], "cut off by the 77-token limit"),
-        (["generate", "a (red:2) circle", "--height", "66"], "height=66"),
+        (["generate", "a (red:2) circle", "--height", "66"], "--height 66 must be a multiple of 4"),
         (["generate", "a (red:2) circle", "--attention-factor", "4"], "no cross-attention at downsampling factor 4"),
         (["generate", "a red circle", "--method", "attend-excite"], "at least one marked word"),
         (["generate", "a red circle", "--save-attention", "x.png"], "needs at least one weighted word"),
@@ -119,7 +119,7 @@ def test_bad_input_exits_2_with_one_line_and_no_file(capsys, tmp_path, t2i_dir, 
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("flag", "size"), [((), (70, 66)), (("--keep-working-size",), (68, 64))])
+@pytest.mark.parametrize(("flag", "size"), [((), (70, 66)), (("--keep-working-size",), (64, 60))])
 def test_edit_writes_the_input_size_unless_asked(capsys, tmp_path, edit_dir, flag, size):
     src = tmp_path / "in.png"
     Image.new("RGB", (70, 66), (200, 30, 30)).save(src)

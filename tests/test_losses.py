@@ -137,3 +137,11 @@ def test_descending_importance_loss_excites_and_suppresses():
     # the sharpened token softmax saturates on pixels another token owns outright, so the heavy group's share
     # grows from 0.18 to about 0.7 rather than to 1; the light group's share is drained
     assert end.masses[0, 0] > 3 * start.masses[0, 0] and end.masses[0, 1] < 0.2 * start.masses[0, 1]
+
+
+def test_smoothing_maps_too_small_to_reflect():
+    from emphasize.losses import smooth_maps
+
+    one = torch.full((2, 1, 1), 0.3)
+    assert torch.allclose(smooth_maps(one), one)  # a 1x1 map is its own (replicated) neighbourhood
+    assert smooth_maps(torch.rand(1, 1, 5)).shape == (1, 1, 5)

@@ -197,7 +197,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
     assert main(["train", "t2i", "--out", str(tmp_path), "--vae", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err
+    assert err.startswith("emphasize: error:") and "\n" not in err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "vae", "--out", str(tmp_path), "--steps", "-3"])
     assert exit_info.value.code == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -44,7 +45,7 @@ from emphasize.sampling.common import (
 )
 from emphasize.sampling.denoise import denoise
 from emphasize.sampling.guidance_rules import GuidedBatch, edit_batch, text_to_image_batch
-from emphasize.tokens import TokenGroup, align_spans, token_weight_vector
+from emphasize.tokens import TokenGroup, align_spans, token_weight_vector, truncation_message
 
 
 @dataclass
@@ -170,6 +171,10 @@ def _run(
         dict(text=g.text, weight=g.weight, tokens=list(g.token_indices), attention_share=None if shares is None else s)
         for g, s in zip(groups, shares or [None] * len(groups), strict=True)
     ]
+    if not torch.isfinite(latents).all():
+        raise ValueError(
+            "sampling produced NaN/inf latents (is a guidance step size too large?); no image was written"
+        )
     image = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
     report = dict(
         **settings,
@@ -185,9 +190,17 @@ def _run(
     return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
 
 
+class EmphasizeWarning(UserWarning):
+    """Something the user should know that does not stop the run (a prompt cut at the token limit, ...)."""
+
+
 def _prepare_prompt(pipe, prompt: str | WeightedPrompt) -> tuple[WeightedPrompt, list[TokenGroup]]:
     weighted = parse_prompt(prompt) if isinstance(prompt, str) else prompt
-    return weighted, align_spans(pipe.tokenizer, weighted)
+    groups = align_spans(pipe.tokenizer, weighted)
+    message = truncation_message(pipe.tokenizer, weighted.text)
+    if message is not None:
+        warnings.warn(message, EmphasizeWarning, stacklevel=3)
+    return weighted, groups
 
 
 @torch.no_grad()
@@ -240,17 +253,47 @@ def generate(
     )  # fmt: skip
 
 
-def fit_image(image: Image.Image, multiple: int, height: int | None, width: int | None) -> Image.Image:
-    """Resize/crop an input image to the working size (InstructDiffusion's `ImageOps.fit`, LANCZOS).
+def working_size(
+    image_size: tuple[int, int], multiple: int, native: int, height: int | None = None, width: int | None = None
+) -> tuple[int, int]:
+    """The `(width, height)` an input image is edited at.
 
-    Without an explicit size, each side is rounded down to `multiple` (at least one multiple).
+    Without an explicit size, InstructPix2Pix's rule: the longer side becomes the model's native side and the other
+    keeps the aspect ratio, each rounded down to `multiple` (at least one multiple), so a 4000 px photo is edited
+    at the model's size, not its own. A given side is used as it is (the other follows the aspect ratio).
+
+    Args:
+        image_size: the input's `(width, height)`.
+        multiple: sides must be multiples of this (`size_multiple(pipe)`).
+        native: the model's native image side (`unet.config.sample_size` x the VAE factor).
+        height, width: the requested working size, or None.
     """
+    w0, h0 = image_size
+
+    def down(x: float) -> int:
+        return max(multiple, int(x) // multiple * multiple)
+
+    if width is None and height is None:
+        factor = native / max(w0, h0)
+        return down(w0 * factor), down(h0 * factor)
+    if width is None:
+        return down(w0 * height / h0), height
+    if height is None:
+        return width, down(h0 * width / w0)
+    return width, height
+
+
+def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize/crop an input image to the working `(width, height)` (InstructDiffusion's `ImageOps.fit`, LANCZOS)."""
     image = image.convert("RGB")
-    width = width or max(multiple, image.width // multiple * multiple)
-    height = height or max(multiple, image.height // multiple * multiple)
-    if (image.width, image.height) == (width, height):
+    if image.size == size:
         return image
-    return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+
+
+def native_side(pipe) -> int:
+    """The model's native image side in pixels."""
+    return pipe.unet.config.sample_size * vae_scale_factor(pipe.vae)
 
 
 @torch.no_grad()
@@ -287,7 +330,9 @@ def edit(
             f"in_channels={pipe.unet.config.in_channels}"
         )
     weighted, groups = _prepare_prompt(pipe, instruction)
-    fitted = fit_image(image, size_multiple(pipe), sampling.height, sampling.width)
+    fitted = fit_image(
+        image, working_size(image.size, size_multiple(pipe), native_side(pipe), sampling.height, sampling.width)
+    )
     _check_size(pipe, fitted.height, fitted.width)
     h, w = latent_size(pipe.vae, fitted.height, fitted.width)
     dtype, device = pipe.unet.dtype, pipe.unet.device

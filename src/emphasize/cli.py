@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 METHODS = ("plain", "attend-excite", "importance", "reweight", "embed")
 SALIENCY_METHODS = ("sgool", "doodl")  # text-to-image only: CLIP-guided optimization of the initial latent
 SCHEDULERS = ("ddim", "euler", "euler-ancestral", "dpm", "pndm", "lms")
+MAX_SEED = 2**63 - 1  # seeds are drawn on a torch CPU generator (a signed 64-bit integer)
+PIXEL_BUDGET = 4  # default --max-pixels: this many times the model's native area
 
 
 class CLIError(Exception):
@@ -33,9 +36,20 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         help="guidance method (default: importance; sgool/doodl: text-to-image only)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
-    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: {default_steps})")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"sampling steps (default: the model card's, 25 on the embedded models; else {default_steps})",
+    )
     p.add_argument("--width", type=int, default=None, help="image width in px")
     p.add_argument("--height", type=int, default=None, help="image height in px")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help=f"largest width x height accepted (default: {PIXEL_BUDGET}x the model's native area)",
+    )
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="override the model's scheduler")
     p.add_argument("--out", default=None, help="output PNG (default: emphasize-<method>-<seed>.png)")
     p.add_argument("--report", default=None, help="write a JSON report (words, attention shares, guidance log)")
@@ -49,7 +63,8 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         "--attention-factor",
         type=int,
         default=None,
-        help="latent downsampling of the optimized attention maps (default: the level closest to 4)",
+        help="latent downsampling of the optimized attention maps (default: the model card's attention_factor, "
+        "else the cross-attention level closest to 1/4 of the latent with at least 8x8 maps)",
     )
     g.add_argument("--no-refinement", action="store_true", help="attend-excite without iterative refinement")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -213,12 +228,14 @@ def _check_output(path: str | None, suffix: str, flag: str) -> None:
         raise CLIError(f"{flag} {path!r} is a directory")
 
 
-def _method_config(args):
+def _method_config(args, card: dict | None = None):
+    """The method's config from the flags; the guided attention level defaults to the model card's."""
     from dataclasses import replace
 
     from emphasize.config import method_config
 
     config = method_config(args.method)
+    card = card or {}
     if hasattr(config, "schedule"):
         changes = {}
         if args.scale_factor is not None:
@@ -228,46 +245,161 @@ def _method_config(args):
         if args.no_refinement:
             changes["thresholds"] = ()
         config = replace(config, schedule=replace(config.schedule, **changes))
-        if args.attention_factor is not None:
-            config = replace(config, attention_factor=args.attention_factor)
+        factor = args.attention_factor if args.attention_factor is not None else card.get("attention_factor")
+        if factor is not None:
+            config = replace(config, attention_factor=int(factor))
     elif args.method == "reweight" and args.stop is not None:
         config = replace(config, stop=args.stop)
     return config
 
 
-def _write_outputs(args, result, parameters: str, model_label: str) -> None:
+def _write_outputs(args, result, parameters: str, model_label: str, extra=()) -> None:
+    """Write the image and the requested extras, all or none: a failed write removes what this call wrote.
+
+    Args:
+        args: the parsed command line.
+        result: the `emphasize.api.Result`.
+        parameters: the PNG's `parameters` text.
+        model_label: the model, for the report.
+        extra: more `(path, image)` PNGs to write (the saliency figure).
+    """
     from emphasize.visualize import attention_grid, save_atomic, save_png
 
     out = args.out or f"emphasize-{args.method}-{args.seed}.png"
-    save_png(result.image, out, parameters)
-    print(f"wrote {out}")
-    if args.report:
-        report = {"model": model_label, **result.report}
-
-        def write_json(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-
-        save_atomic(args.report, write_json)
-        print(f"wrote {args.report}")
+    # 1. everything is rendered before the first byte is written
+    report = json.dumps({"model": model_label, **result.report}, indent=2) if args.report else None
+    grid = None
     if args.save_attention and result.heatmaps is not None and result.report["words"]:
         labels = [f"{w['text']} x{w['weight']:.3g} ({w['attention_share']:.1%})" for w in result.report["words"]]
-        save_png(attention_grid(result.image, result.heatmaps, labels), args.save_attention)
-        print(f"wrote {args.save_attention}")
+        grid = attention_grid(result.image, result.heatmaps, labels)
+    # 2. then written, each atomically; a failure (a full disk) takes this call's earlier files with it
+    written: list[str] = []
+    try:
+        save_png(result.image, out, parameters)
+        written.append(out)
+        if report is not None:
+            save_atomic(args.report, lambda tmp: Path(tmp).write_text(report, encoding="utf-8"))
+            written.append(args.report)
+        if grid is not None:
+            save_png(grid, args.save_attention)
+            written.append(args.save_attention)
+        for path, image in extra:
+            save_png(image, path)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _check_range(flag: str, value, low: float, high: float, what: str = "") -> None:
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise CLIError(f"{flag} {value} is out of range; valid: {what or f'{low:g} to {high:g}'}")
+
+
+def _check_numbers(args) -> None:
+    """Every numeric option, before anything loads: one line naming the value, never a silent default."""
+    _check_range("--steps", args.steps, 1, 1000)
+    for flag in ("width", "height"):
+        _check_range(f"--{flag}", getattr(args, flag), 1, 10**6, "a positive number of pixels")
+    _check_range("--seed", args.seed, 0, MAX_SEED, "0 to 2^63 - 1")
+    _check_range("--max-pixels", args.max_pixels, 1, 10**12)
+    for flag in ("guidance_scale", "text_scale", "image_scale"):
+        _check_range(f"--{flag.replace('_', '-')}", getattr(args, flag, None), 0, 100)
+    _check_range("--scale-factor", args.scale_factor, 0, 1e6)
+    _check_range("--stop", args.stop, 0, 1, "a fraction in [0, 1]")
+    if getattr(args, "opt_steps", None) is not None:
+        _check_range("--opt-steps", args.opt_steps, 1, 10**4)
+
+
+def _outputs(args) -> list[tuple[str, str, str]]:
+    """(flag, path, suffix) of every file this command writes, the default --out included."""
+    out = args.out or f"emphasize-{args.method}-{args.seed}.png"
+    files = [("--out", out, ".png"), ("--report", args.report, ".json")]
+    files += [("--save-attention", args.save_attention, ".png")]
+    files += [("--save-saliency", getattr(args, "save_saliency", None), ".png")]
+    return [(flag, path, suffix) for flag, path, suffix in files if path is not None]
+
+
+def _check_outputs(args) -> None:
+    """Each output has the right suffix, a writable folder, and a path of its own."""
+    seen: dict[Path, str] = {}
+    for flag, path, suffix in _outputs(args):
+        _check_output(path, suffix, flag)
+        parent = Path(path).parent.resolve()
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CLIError(f"{flag} {path!r}: cannot write in {str(parent)!r} (permission denied)")
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise CLIError(f"{seen[resolved]} and {flag} name the same file {path!r}: give each its own path")
+        seen[resolved] = flag
 
 
 def _prepare(args):
-    """Validate outputs and the prompt before any model is loaded; returns the parsed prompt."""
+    """Validate numbers, outputs and the prompt before any model is loaded; returns the parsed prompt."""
     from emphasize.prompts import parse_prompt
 
-    _check_output(args.out, ".png", "--out")
-    _check_output(args.report, ".json", "--report")
-    _check_output(args.save_attention, ".png", "--save-attention")
+    _check_numbers(args)
+    _check_outputs(args)
     text = args.prompt if hasattr(args, "prompt") else args.instruction
     weighted = parse_prompt(text)
     if args.save_attention and not weighted.spans:
         raise CLIError("--save-attention needs at least one weighted word, e.g. 'a (cat) and a dog'")
+    if args.method == "attend-excite" and not weighted.spans:
+        raise CLIError("attend-excite needs at least one marked word, e.g. 'a (cat) and a (frog)'")
     return weighted
+
+
+def _pixel_budget(args, native: int) -> int:
+    return args.max_pixels if args.max_pixels is not None else PIXEL_BUDGET * native * native
+
+
+def _check_size(args, multiple: int, native: int, size: tuple[int, int], what: str) -> None:
+    """`size` = (width, height) the model will work at: multiples of the model's factor, within the budget."""
+    sides = [("--height", size[1]), ("--width", size[0])]
+    if getattr(args, "height", None) is None:  # name the side the user typed first
+        sides.reverse()
+    for flag, value in sides:
+        if value % multiple:
+            raise CLIError(f"{flag} {value} must be a multiple of {multiple} for this model")
+    budget = _pixel_budget(args, native)
+    if size[0] * size[1] > budget:
+        raise CLIError(
+            f"{what} {size[0]}x{size[1]} is {size[0] * size[1]} pixels, above the budget of {budget} "
+            f"({PIXEL_BUDGET}x the model's native {native}x{native}); raise it with --max-pixels"
+        )
+
+
+def _generate_size(args, native: int) -> tuple[int, int]:
+    height = args.height or (args.width if args.width is not None else native)
+    width = args.width or height
+    return width, height
+
+
+def _read_image(path: str):
+    """An input image as 8-bit RGB; 16-bit and 32-bit grey images are scaled, not clipped."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I") or im.mode == "F":
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+                if im.mode == "F" and a.max() <= 1.0:
+                    top = 1.0
+                grey = (a / top * 255.0).round().clip(0, 255).astype(np.uint8)
+                return Image.fromarray(grey).convert("RGB")
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise CLIError(f"input image {path!r} does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise CLIError(f"input image {path!r} is too large to decode safely ({err})") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise CLIError(f"cannot read image {path!r}: {err}") from None
 
 
 def _quiet_libraries() -> None:
@@ -305,9 +437,13 @@ def _parameters(text: str, negative: str, settings: dict) -> str:
 
 def cmd_generate(args) -> int:
     weighted = _prepare(args)
-    _check_output(args.save_saliency, ".png", "--save-saliency")
     if args.save_saliency and args.method != "sgool":
         raise CLIError("--save-saliency needs --method sgool")
+    from emphasize.models.load import pipeline_geometry
+
+    geometry = pipeline_geometry(args.model, "t2i")
+    if geometry is not None:
+        _check_size(args, geometry["multiple"], geometry["native"], _generate_size(args, geometry["native"]), "size")
     _quiet_libraries()
     if args.method in SALIENCY_METHODS:
         return _generate_saliency(args)
@@ -315,11 +451,12 @@ def cmd_generate(args) -> int:
     from emphasize.config import SamplingConfig
     from emphasize.models.load import load_pipeline, sampling_defaults
 
-    config = _method_config(args)
     defaults = sampling_defaults(args.model, "t2i")
-    args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
+    config = _method_config(args, defaults)
+    if args.guidance_scale is None:
+        args.guidance_scale = defaults.get("guidance_scale", 7.5)
     sampling = SamplingConfig(
-        steps=args.steps or defaults.get("num_inference_steps", 50),
+        steps=args.steps if args.steps is not None else defaults.get("num_inference_steps", 50),
         guidance_scale=args.guidance_scale,
         height=args.height,
         width=args.width,
@@ -327,6 +464,9 @@ def cmd_generate(args) -> int:
         negative_prompt=args.negative_prompt,
     )
     pipe = load_pipeline(args.model, "t2i", scheduler=args.scheduler, device=_device(args))
+    if geometry is None:  # a hub id or a single file: its size rules are known once it is loaded
+        _check_size(args, api.size_multiple(pipe), api.native_side(pipe), _generate_size(args, api.native_side(pipe)),
+                    "size")  # fmt: skip
     result = api.generate(
         pipe,
         weighted,
@@ -362,14 +502,15 @@ def _generate_saliency(args) -> int:
     from emphasize.sgool import SGOOLConfig
 
     defaults = sampling_defaults(args.model, "t2i")
-    args.guidance_scale = args.guidance_scale or defaults.get("guidance_scale", 7.5)
+    if args.guidance_scale is None:
+        args.guidance_scale = defaults.get("guidance_scale", 7.5)
     config = SGOOLConfig(
         optimization_steps=args.opt_steps,
         grad_scale=args.grad_scale,
         salient_weight=args.salient_weight,
         num_crops=args.crops,
         saliency_every_step=not args.saliency_once,
-        sampling_steps=args.steps or defaults.get("num_inference_steps", 50),
+        sampling_steps=args.steps if args.steps is not None else defaults.get("num_inference_steps", 50),
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
     )
@@ -391,6 +532,7 @@ def _generate_saliency(args) -> int:
         seed=args.seed,
         height=args.height,
         width=args.width,
+        progress=not args.quiet,
     )
     rep = result.report
     parameters = _parameters(
@@ -408,38 +550,42 @@ def _generate_saliency(args) -> int:
             "Saliency": rep["saliency"],
         },
     )
-    _write_outputs(args, result, parameters, _label(args.model))
+    extra = []
     if args.save_saliency:
-        from emphasize.visualize import saliency_figure, save_png
+        from emphasize.visualize import saliency_figure
 
         opt = rep["optimization"]
         boxes = opt["boxes"][opt["best_step"]] if opt["boxes"] else []
-        save_png(saliency_figure(result.image, result.heatmaps[0], boxes), args.save_saliency)
-        print(f"wrote {args.save_saliency}")
+        extra.append((args.save_saliency, saliency_figure(result.image, result.heatmaps[0], boxes)))
+    _write_outputs(args, result, parameters, _label(args.model), extra)
+    if rep["optimization"].get("interrupted"):
+        print(f"emphasize: interrupted: {rep['optimization']['stopped']}", file=sys.stderr)
+        return 130
     return 0
 
 
 def cmd_edit(args) -> int:
     weighted = _prepare(args)
-    from PIL import Image, UnidentifiedImageError
+    if args.method in SALIENCY_METHODS:
+        raise CLIError(f"--method {args.method} is text-to-image only; edit takes {', '.join(METHODS)}")
+    image = _read_image(args.image)
+    from emphasize.api import working_size
+    from emphasize.models.load import pipeline_geometry
 
-    try:
-        with Image.open(args.image) as im:
-            image = im.convert("RGB")
-    except FileNotFoundError:
-        raise CLIError(f"input image {args.image!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise CLIError(f"cannot read image {args.image!r}: {err}") from None
+    geometry = pipeline_geometry(args.model, "edit")
+    if geometry is not None:
+        size = working_size(image.size, geometry["multiple"], geometry["native"], args.height, args.width)
+        _check_size(args, geometry["multiple"], geometry["native"], size, "working size")
 
     _quiet_libraries()
     from emphasize import api
     from emphasize.config import EditSamplingConfig
     from emphasize.models.load import load_pipeline, sampling_defaults
 
-    config = _method_config(args)
     defaults = sampling_defaults(args.model, "edit")
+    config = _method_config(args, defaults)
     sampling = EditSamplingConfig(
-        steps=args.steps or defaults.get("num_inference_steps", 100),
+        steps=args.steps if args.steps is not None else defaults.get("num_inference_steps", 100),
         guidance_rule=args.guidance_rule,
         text_scale=args.text_scale if args.text_scale is not None else defaults.get("guidance_scale"),
         image_scale=args.image_scale if args.image_scale is not None else defaults.get("image_guidance_scale"),
@@ -449,6 +595,10 @@ def cmd_edit(args) -> int:
         seed=args.seed,
     )
     pipe = load_pipeline(args.model, "edit", scheduler=args.scheduler, device=_device(args))
+    if geometry is None:
+        multiple, native = api.size_multiple(pipe), api.native_side(pipe)
+        size = working_size(image.size, multiple, native, args.height, args.width)
+        _check_size(args, multiple, native, size, "working size")
     result = api.edit(
         pipe,
         image,
@@ -564,17 +714,28 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = _one_line(message) if isinstance(message, BaseException) else " ".join(str(message).split())
+    print(f"emphasize: warning: {text.removeprefix('emphasize: ')}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # warnings reach the terminal as one line each, not with source lines
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("emphasize: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (CLIError, ValueError, OSError) as err:  # OSError: a full disk, a folder we may not write to, ...
         print(f"emphasize: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

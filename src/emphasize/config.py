@@ -45,8 +45,8 @@ class EditSamplingConfig:
     guidance_rule: str = "ip2p"  # "ip2p" (InstructPix2Pix) or "instructdiffusion" (averaged-base three-way CFG)
     text_scale: float | None = None  # s_T; None: 7.5 for ip2p, 5.0 for instructdiffusion
     image_scale: float | None = None  # s_I; None: 1.5 for ip2p, 1.25 for instructdiffusion
-    height: int | None = None  # working height in px; None: the input's, rounded down to the UNet's multiple
-    width: int | None = None  # working width in px; None: as above
+    height: int | None = None  # working height in px; None: from the width, or the native rule (`api.working_size`)
+    width: int | None = None  # working width in px; None: longer side = the model's native side, aspect kept
     restore_size: bool = True  # resize the edited image back to the input's size (InstructDiffusion does)
     seed: int = 0  # seed of the initial noise
 

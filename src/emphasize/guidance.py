@@ -104,6 +104,7 @@ def attention_guidance(
                 max_refinement_steps=schedule.max_refinement_steps,
                 input_scale=input_scale(scheduler, latents, t),
                 refine_groups=refine_groups,
+                refinement_check=schedule.refinement_check,
             )
         except NonFiniteGuidance as err:
             diagnostics.stopped_early = f"step {i}: {err}; guidance stopped, sampling went on"

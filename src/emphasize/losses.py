@@ -58,10 +58,12 @@ def ae_gaussian_kernel(kernel_size: int = 3, sigma: float = 0.5) -> torch.Tensor
 
 
 def smooth_maps(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.5) -> torch.Tensor:
-    """Gaussian-smooth `(N, h, w)` maps with A&E's kernel and reflect padding."""
+    """Gaussian-smooth `(N, h, w)` maps with A&E's kernel and reflect padding (replicate padding for maps too small
+    to reflect, e.g. the 1x1 maps of a 16 px image: reflecting needs a side larger than the padding)."""
     kernel = ae_gaussian_kernel(kernel_size, sigma).to(maps)
     pad = kernel_size // 2
-    x = F.pad(maps[:, None], (pad, pad, pad, pad), mode="reflect") if pad else maps[:, None]
+    mode = "reflect" if min(maps.shape[-2:]) > pad else "replicate"
+    x = F.pad(maps[:, None], (pad, pad, pad, pad), mode=mode) if pad else maps[:, None]
     return F.conv2d(x, kernel[None, None])[:, 0]
 
 

@@ -12,6 +12,8 @@ import torch
 
 from emphasize.losses import LossOutput
 
+REFINEMENT_CHECKS = ("reference", "fresh")
+
 
 @dataclass(frozen=True)
 class GuidanceSchedule:
@@ -23,6 +25,8 @@ class GuidanceSchedule:
     thresholds: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.2, 0.5), (0.4, 0.8))  # (fraction, T): refine
     # at step round(fraction * steps) until every group's peak attention >= T (A&E: {0: .05, 10: .5, 20: .8})
     max_refinement_steps: int = 20  # cap on refinement iterations at a threshold step (A&E: 20)
+    refinement_check: str = "reference"  # "reference": A&E's loop, which tests the loss measured before its latest
+    # update and so takes one more update after the threshold is met; "fresh": stop as soon as it is met
 
     def __post_init__(self) -> None:
         if not (self.scale_factor >= 0 and math.isfinite(self.scale_factor)):
@@ -38,6 +42,10 @@ class GuidanceSchedule:
                 raise ValueError(f"refinement threshold {threshold} must be in [0, 1]")
         if self.max_refinement_steps < 0:
             raise ValueError(f"max_refinement_steps={self.max_refinement_steps} must be >= 0")
+        if self.refinement_check not in REFINEMENT_CHECKS:
+            raise ValueError(
+                f"refinement_check={self.refinement_check!r} must be one of {', '.join(REFINEMENT_CHECKS)}"
+            )
 
     def step_size(self, i: int, steps: int) -> float:
         """alpha_i = scale_factor * sqrt(linspace(scale_range[0], scale_range[1], steps)[i])."""
@@ -86,7 +94,10 @@ def _descend(latents: torch.Tensor, out: LossOutput, step_size: float, input_sca
         raise NonFiniteGuidance("guidance gradient has NaN/inf values")
     # step in the UNet's input space (scale_model_input): z' = z - alpha * grad / c^2, so alpha means the same for
     # DDIM (c = 1) and Euler-type schedulers (c = 1 / sqrt(sigma^2 + 1))
-    return (latents - step_size * grad / input_scale**2).detach()
+    updated = (latents - step_size * grad / input_scale**2).detach()
+    if not torch.isfinite(updated).all():
+        raise NonFiniteGuidance(f"the updated latent has NaN/inf values (step size {step_size:g} is too large)")
+    return updated
 
 
 def optimize_latents(
@@ -100,6 +111,7 @@ def optimize_latents(
     max_refinement_steps: int,
     input_scale: float = 1.0,
     refine_groups: list[int] | None = None,
+    refinement_check: str = "reference",
 ) -> tuple[torch.Tensor, StepDiagnostics]:
     """One step of Attend-and-Excite-style latent optimization at sampling step `step`.
 
@@ -113,6 +125,9 @@ def optimize_latents(
         max_refinement_steps: cap on refinement iterations.
         input_scale: `scale_model_input`'s factor c at this step (1 for DDIM), see `_descend`.
         refine_groups: indices of the groups whose peaks must reach the threshold (all groups when None).
+        refinement_check: "reference" (A&E's published loop: it tests the loss measured before its latest update,
+            so once an update meets the threshold it still takes one more, within the cap) or "fresh" (stop as soon
+            as the threshold is met: one update and one UNet pass fewer per refinement).
 
     Returns:
         The updated latents (detached) and the step's diagnostics.
@@ -125,10 +140,15 @@ def optimize_latents(
         out = loss_pass(z)
         loss, peaks = float(out.loss.detach().sum()), out.peaks[0].detach().tolist()
         diag = StepDiagnostics(step=step, loss=loss, peaks=peaks, step_size=step_size)
-        # 1. iterative refinement: same updates as A&E, without its redundant re-computation of the first pass
+        # 1. iterative refinement (A&E's updates, without its redundant re-computation of the first pass)
         if threshold is not None and refine_groups != []:
             cols = slice(None) if refine_groups is None else refine_groups
             while diag.refinement_iterations < max_refinement_steps and bool((out.peaks[:, cols] < threshold).any()):
+                z = _descend(z, out, step_size, input_scale).requires_grad_(True)
+                out = loss_pass(z)
+                diag.refinement_iterations += 1
+            if refinement_check == "reference" and 0 < diag.refinement_iterations < max_refinement_steps:
+                # A&E's loop condition reads the loss from before its last update: one more update follows
                 z = _descend(z, out, step_size, input_scale).requires_grad_(True)
                 out = loss_pass(z)
                 diag.refinement_iterations += 1

@@ -59,6 +59,7 @@ def optimize(
     seed: int = 0,
     height: int | None = None,
     width: int | None = None,
+    progress: bool = False,
 ) -> Result:
     """Optimize the initial latent with SGOOL (global + salient-crop CLIP loss) or DOODL (global CLIP loss).
 
@@ -72,6 +73,8 @@ def optimize(
         config: an `emphasize.sgool.SGOOLConfig`.
         seed: seed of the initial latent and of DOODL's perturbation noise.
         height, width: image size (the model's when None).
+        progress: a progress bar over the optimisation steps (loss, ETA); Ctrl-C returns the best image so far
+            with `report["optimization"]["interrupted"]` set.
     """
     from emphasize.models.load import load_clip
     from emphasize.sgool import SGOOLConfig, optimize_initial_latent
@@ -110,7 +113,7 @@ def optimize(
 
         result = optimize_initial_latent(
             pipe, text, clip_model, clip_tokenizer, saliency_fn, config,
-            generator=generator, height=height, width=width, mode=method,
+            generator=generator, height=height, width=width, mode=method, progress=progress,
         )  # fmt: skip
     report = dict(
         prompt=prompt,

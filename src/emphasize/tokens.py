@@ -135,6 +135,26 @@ def align_spans(tokenizer: PreTrainedTokenizerBase, prompt: WeightedPrompt | str
     return groups
 
 
+def truncation_message(tokenizer: PreTrainedTokenizerBase, text: str) -> str | None:
+    """A one-line note when the prompt is longer than the model reads (None when it fits).
+
+    Args:
+        tokenizer: the pipeline's fast tokenizer.
+        text: the plain prompt.
+    """
+    encoding = _encode(tokenizer, text)
+    if encoding.limit is None or len(encoding.input_ids) <= encoding.limit:
+        return None
+    kept = _kept_content_positions(tokenizer, encoding)
+    cut = encoding.offsets[kept[-1]][1] if kept else 0
+    lost = " ".join(text[cut:].split())
+    lost = lost if len(lost) <= 40 else lost[:37] + "..."
+    return (
+        f"the prompt has {len(encoding.input_ids)} tokens (start and end tokens included) and the model reads "
+        f"{encoding.limit}: the rest is ignored ({lost!r})"
+    )
+
+
 def content_token_indices(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Positions of the prompt's non-special tokens that the model reads (1..n for CLIP, n <= 75).
 

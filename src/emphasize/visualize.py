@@ -68,12 +68,48 @@ def attention_grid(image: Image.Image, heatmaps: torch.Tensor, labels: Sequence[
     return image_grid([tiles], col_labels=["image", *labels])
 
 
-def save_atomic(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place (no partial files)."""
+TEMP_MARK = ".emphasize-tmp-"  # temp files are `.NAME.emphasize-tmp-PID-RANDOM.SUFFIX` next to the target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files that a killed writer of `path` left behind (their writer's process is gone)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
+        try:
+            pid = int(tmp.name[len(f".{path.name}{TEMP_MARK}") :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def save_atomic(path: str | os.PathLike, write) -> Path:
+    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place (no partial files).
+
+    The file gets the permissions a plain `open()` would give it (the umask's, not mkstemp's 0600); temp files of
+    earlier writers of the same path that were killed mid-write are removed first.
+    """
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=path.suffix)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -75,7 +75,7 @@ def _one_line_error(rc, out, err, *needles):
     assert rc == 2
     assert out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1 and lines[0].startswith("emphasize: error: "), err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
 

@@ -103,6 +103,7 @@ def load_pipeline(
     if source == "file":
         pipe = _load_single_file(path, kind, dtype, Path(config).expanduser() if config else None)
     else:
+        pipeline_geometry(path, kind)  # an SDXL (or other) layout is refused here, with its name, before loading
         pipe = _load_diffusers_dir(path, kind, dtype, label=str(model) if source == "hub" else None)
     if scheduler is not None:
         from emphasize.sampling.schedulers import make_scheduler
@@ -167,6 +168,43 @@ def sampling_defaults(model: str | os.PathLike | None, kind: Kind) -> dict:
     folder = EMBEDDED_DIR / kind if model is None else Path(model)
     path = folder / SAMPLING_DEFAULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.is_file() else {}
+
+
+SUPPORTED_PIPELINES = {"t2i": ("StableDiffusionPipeline",), "edit": ("StableDiffusionInstructPix2PixPipeline",)}
+
+
+def pipeline_geometry(model: str | os.PathLike | None, kind: Kind) -> dict | None:
+    """What can be known of a diffusers directory from its config files alone, before any weights load.
+
+    Returns `{"multiple": image sizes must be multiples of this, "native": the UNet's native image side}` for the
+    embedded models and local diffusers directories, None for anything else (hub ids, single files: checked once
+    loaded). Raises ModelLoadError for a directory of a pipeline family this kind does not support (e.g. SDXL).
+
+    Args:
+        model: as for `load_pipeline`.
+        kind: "t2i" or "edit".
+    """
+    folder = EMBEDDED_DIR / kind if model is None else Path(model).expanduser()
+    if not (folder / "model_index.json").is_file():
+        return None
+    label = "the embedded model" if model is None else str(model)
+    index = _read_json(folder / "model_index.json", label)
+    family = index.get("_class_name", "pipeline")
+    components = sorted(k for k in index if not k.startswith("_"))
+    if "text_encoder_2" in index or "unet" not in index or "text_encoder" not in index:
+        raise ModelLoadError(
+            f"{label}: a {family} directory (components {', '.join(components)}); {KIND_NAMES[kind]} supports "
+            f"Stable Diffusion 1.x/2.x layouts ({' / '.join(SUPPORTED_PIPELINES[kind])}: one text_encoder, a unet)"
+        )
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        multiple = vae_factor * 2 ** (len(unet["block_out_channels"]) - 1)
+        native = int(unet["sample_size"]) * vae_factor
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # incomplete configs are reported by load_pipeline with the file that is wrong
+    return {"multiple": multiple, "native": native}
 
 
 def hub_cache_dir() -> Path:
@@ -329,9 +367,14 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         else:
             obj = _torch_load_weights_only(path)
     except Exception as e:  # any failure to parse the user's file is "corrupt or not a checkpoint"
-        raise ModelLoadError(
-            f"{path}: cannot read the checkpoint, corrupt or not a model file ({_one_line(e)})"
-        ) from e
+        reason = _one_line(e)
+        if "weights only load failed" in reason.lower() or "weights_only" in reason:
+            # torch's message advises weights_only=False, i.e. running the file's pickled code: never repeat that
+            reason = (
+                "torch's weights-only reader refused it: not a plain tensor checkpoint, and emphasize never runs "
+                "a checkpoint's pickled code"
+            )
+        raise ModelLoadError(f"{path}: cannot read the checkpoint, corrupt or not a model file ({reason})") from e
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from emphasize.sampling.common import decode_latents, encode_prompt, latent_size, vae_scale_factor
 from emphasize.sampling.edict import edict_sample, edict_sample_with_grad, edict_schedule, guided_noise_fn
@@ -52,6 +53,7 @@ class SGOOLReport:
     stopped: str | None = None  # why optimisation stopped early (non-finite loss or gradient); None if it ran out
     best_step: int = 0  # index into `losses` of the returned latent
     best_loss: float = math.inf  # its loss
+    interrupted: bool = False  # Ctrl-C stopped the optimisation; the best latent so far was returned
     step_seconds: list[float] = field(default_factory=list)  # wall time of each step (sample, loss, grad, update)
     total_seconds: float = 0.0  # wall time of the whole call
 
@@ -96,6 +98,7 @@ def optimize_initial_latent(
     height: int | None = None,
     width: int | None = None,
     mode: str = "sgool",
+    progress: bool = False,
 ) -> SGOOLResult:
     """Optimise the initial latent with SGOOL (global + salient crops) or DOODL (global only).
 
@@ -112,6 +115,11 @@ def optimize_initial_latent(
         latents: initial latent `(1, 4, h, w)` as the sampler sees it; drawn from N(0, I) when None.
         height, width: image size in pixels; the UNet's native size when None.
         mode: `sgool` or `doodl`.
+        progress: show a progress bar over the optimisation steps (loss, best loss, ETA), and an estimate of the
+            whole run after the first step when it exceeds a minute.
+
+    Ctrl-C during the optimisation stops it and returns the best latent seen so far (`report.interrupted`); Ctrl-C
+    before the first latent was evaluated propagates.
     """
     # 1. validate inputs
     config = config or SGOOLConfig()
@@ -149,82 +157,102 @@ def optimize_initial_latent(
     best_latent, best_image = z, None
     velocity, boxes = None, []
     start = time.perf_counter()
-    for m in range(config.optimization_steps + 1):
-        tick = time.perf_counter()
-        wants_grad = m < config.optimization_steps  # the latent after the last update is only evaluated
+    bar = tqdm(total=config.optimization_steps + 1, desc=mode, disable=not progress, leave=False, dynamic_ncols=True)
+    m = 0
+    try:
+        for m in range(config.optimization_steps + 1):
+            tick = time.perf_counter()
+            wants_grad = m < config.optimization_steps  # the latent after the last update is only evaluated
 
-        # 3. EDICT chain from the tied latent z = x_T = y_T, decode the pair
-        point = z.detach().requires_grad_(wants_grad)
-        with torch.set_grad_enabled(wants_grad):
-            sample = edict_sample_with_grad if wants_grad and config.constant_memory else edict_sample
-            x0, y0 = sample(point, point, **chain)
-            final = torch.cat([x0, y0]) if config.pair_loss else x0  # (P, 4, h, w), P = 2 or 1
-            images = decode_latents(vae, final.to(vae.dtype))  # (P, 3, H, W) in [0, 1]
+            # 3. EDICT chain from the tied latent z = x_T = y_T, decode the pair
+            point = z.detach().requires_grad_(wants_grad)
+            with torch.set_grad_enabled(wants_grad):
+                sample = edict_sample_with_grad if wants_grad and config.constant_memory else edict_sample
+                x0, y0 = sample(point, point, **chain)
+                final = torch.cat([x0, y0]) if config.pair_loss else x0  # (P, 4, h, w), P = 2 or 1
+                images = decode_latents(vae, final.to(vae.dtype))  # (P, 3, H, W) in [0, 1]
 
-        # 4. salient boxes on the x image (no gradient), fixed for this step
-        if mode == "sgool" and (config.saliency_every_step or m == 0):
-            boxes = salient_boxes(
-                _saliency_map(saliency_fn, images[:1]),
-                threshold=config.crop_threshold,
-                max_boxes=config.num_crops,
-                padding=config.crop_padding,
-                min_size=config.min_crop_size,
-            )
-            if not boxes:
-                report.warnings.append(f"step {m}: no salient region found; global CLIP loss only")
-        if mode == "sgool" and not boxes:
-            report.fell_back = True
-            report.fallback_steps.append(m)
+            # 4. salient boxes on the x image (no gradient), fixed for this step
+            if mode == "sgool" and (config.saliency_every_step or m == 0):
+                boxes = salient_boxes(
+                    _saliency_map(saliency_fn, images[:1]),
+                    threshold=config.crop_threshold,
+                    max_boxes=config.num_crops,
+                    padding=config.crop_padding,
+                    min_size=config.min_crop_size,
+                )
+                if not boxes:
+                    report.warnings.append(f"step {m}: no salient region found; global CLIP loss only")
+            if mode == "sgool" and not boxes:
+                report.fell_back = True
+                report.fallback_steps.append(m)
 
-        # 5. CLIP loss of the whole images and their salient crops, averaged over the pair
-        with torch.set_grad_enabled(wants_grad):
-            clip_images = images.to(clip_model.device)
-            global_embeddings = clip_image_embeddings(clip_model, clip_images)  # (P, D)
-            crop_embeddings = None
-            if boxes:
-                crops = salient_crops(clip_images, boxes, side)  # (P, K, 3, side, side)
-                flat = clip_image_embeddings(clip_model, crops.flatten(0, 1))  # (P*K, D)
-                crop_embeddings = flat.unflatten(0, crops.shape[:2])  # (P, K, D)
-            per_image, global_distance, crop_distance = sgool_loss(
-                global_embeddings,
-                crop_embeddings,
-                target,
-                salient_weight=config.salient_weight,
-                distance=config.distance,
-            )
-            loss = per_image.mean()
-        value = float(loss.detach())
-        report.losses.append(value)
-        report.global_distances.append(float(global_distance.detach().mean()))
-        report.crop_distances.append(float(crop_distance.detach().mean()))
-        report.boxes.append(list(boxes))
+            # 5. CLIP loss of the whole images and their salient crops, averaged over the pair
+            with torch.set_grad_enabled(wants_grad):
+                clip_images = images.to(clip_model.device)
+                global_embeddings = clip_image_embeddings(clip_model, clip_images)  # (P, D)
+                crop_embeddings = None
+                if boxes:
+                    crops = salient_crops(clip_images, boxes, side)  # (P, K, 3, side, side)
+                    flat = clip_image_embeddings(clip_model, crops.flatten(0, 1))  # (P*K, D)
+                    crop_embeddings = flat.unflatten(0, crops.shape[:2])  # (P, K, D)
+                per_image, global_distance, crop_distance = sgool_loss(
+                    global_embeddings,
+                    crop_embeddings,
+                    target,
+                    salient_weight=config.salient_weight,
+                    distance=config.distance,
+                )
+                loss = per_image.mean()
+            value = float(loss.detach())
+            report.losses.append(value)
+            report.global_distances.append(float(global_distance.detach().mean()))
+            report.crop_distances.append(float(crop_distance.detach().mean()))
+            report.boxes.append(list(boxes))
 
-        # 6. keep the best latent; stop on a non-finite loss
-        if not math.isfinite(value):
-            report.stopped = f"non-finite loss ({value}) at step {m}"
-            report.warnings.append(f"step {m}: loss is {value}; stopped, keeping the best latent so far")
+            # 6. keep the best latent; stop on a non-finite loss
+            if not math.isfinite(value):
+                report.stopped = f"non-finite loss ({value}) at step {m}"
+                report.warnings.append(f"step {m}: loss is {value}; stopped, keeping the best latent so far")
+                report.step_seconds.append(time.perf_counter() - tick)
+                if best_image is None:  # nothing better seen: return the initial latent and its image
+                    best_image = images[:1].detach().float().cpu()
+                break
+            if best_image is None or value < report.best_loss:
+                report.best_step, report.best_loss = m, value
+                best_latent, best_image = z.detach().clone(), images[:1].detach().float().cpu()
+            if not wants_grad:
+                report.step_seconds.append(time.perf_counter() - tick)
+                break
+
+            # 7. gradient through the chain (constant memory); stop on NaN/inf
+            (grad,) = torch.autograd.grad(loss, point)
+            if not bool(torch.isfinite(grad).all()):
+                report.stopped = f"non-finite gradient at step {m}"
+                report.warnings.append(f"step {m}: gradient has NaN/inf; stopped, keeping the best latent so far")
+                report.step_seconds.append(time.perf_counter() - tick)
+                break
+
+            # 8. DOODL update of the tied latent
+            z, velocity = doodl_update(z, grad, velocity, initial_norm, config, generator)
             report.step_seconds.append(time.perf_counter() - tick)
-            if best_image is None:  # nothing better seen: return the initial latent and its image
-                best_image = images[:1].detach().float().cpu()
-            break
-        if best_image is None or value < report.best_loss:
-            report.best_step, report.best_loss = m, value
-            best_latent, best_image = z.detach().clone(), images[:1].detach().float().cpu()
-        if not wants_grad:
-            report.step_seconds.append(time.perf_counter() - tick)
-            break
-
-        # 7. gradient through the chain (constant memory); stop on NaN/inf
-        (grad,) = torch.autograd.grad(loss, point)
-        if not bool(torch.isfinite(grad).all()):
-            report.stopped = f"non-finite gradient at step {m}"
-            report.warnings.append(f"step {m}: gradient has NaN/inf; stopped, keeping the best latent so far")
-            report.step_seconds.append(time.perf_counter() - tick)
-            break
-
-        # 8. DOODL update of the tied latent
-        z, velocity = doodl_update(z, grad, velocity, initial_norm, config, generator)
-        report.step_seconds.append(time.perf_counter() - tick)
-
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", best=f"{report.best_loss:.4f}")
+            if m == 0 and progress:
+                estimate = report.step_seconds[0] * (config.optimization_steps + 1)
+                if estimate > 60:
+                    each = report.step_seconds[0]
+                    bar.write(
+                        f"{mode}: about {estimate / 60:.1f} min for {config.optimization_steps} steps "
+                        f"({each:.1f} s each); Ctrl-C keeps the best image so far"
+                    )
+    except KeyboardInterrupt:
+        if best_image is None:
+            raise
+        report.interrupted = True
+        report.stopped = f"interrupted (Ctrl-C) at step {m}; the best latent so far (step {report.best_step}) was kept"
+        report.warnings.append(report.stopped)
+    finally:
+        bar.close()
     report.total_seconds = time.perf_counter() - start
     return SGOOLResult(image=best_image, latents=best_latent, report=report)

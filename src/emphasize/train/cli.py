@@ -171,7 +171,7 @@ def run(args) -> int:
                 **kwargs,
             )
     except (TrainError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"emphasize: error: {e}", file=sys.stderr)
         return 2
     print(path)
     return 0
@@ -190,7 +190,7 @@ def ship(args) -> int:
             print(ship_model(getattr(args, name), name, args.dest, float16=not args.float32))
         print(write_manifest(args.dest))
     except (TrainError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"emphasize: error: {e}", file=sys.stderr)
         return 2
     return 0
 

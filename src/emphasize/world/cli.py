@@ -69,9 +69,9 @@ def _guard(handler):
     def run(args) -> int:
         try:
             return handler(args)
-        except (WorldError, ValueError, FileNotFoundError) as err:
+        except (WorldError, ValueError, OSError) as err:
             message = " ".join(str(err).split())
-            print(f"error: {message}", file=sys.stderr)
+            print(f"emphasize: error: {message}", file=sys.stderr)
             return 2
 
     run.__name__ = handler.__name__
