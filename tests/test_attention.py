@@ -137,3 +137,27 @@ def test_stop_after_ends_the_pass_with_the_same_maps(tiny_t2i):
         assert set(controller.store.pass_maps) == {1024, 256}
         assert len(controller.store.pass_maps[1024]) == 1  # the up blocks never ran
         assert torch.equal(controller.store.aggregate((16, 16)), full)
+
+
+def test_default_attention_level_rule():
+    from emphasize.attention.store import default_attention_factor, downsampled_size
+
+    def levels(latent, factors):
+        return {f: downsampled_size((latent, latent), f) for f in factors}
+
+    assert default_attention_factor(levels(64, (1, 2, 4, 8))) == 4  # SD 1.x at 512 px: A&E's 16x16
+    assert default_attention_factor(levels(128, (2, 4))) == 4  # SDXL at 1024 px: 32x32
+    assert default_attention_factor(levels(16, (1, 2, 4))) == 2  # the embedded world model: 8x8, not the 4x4 mid
+    assert default_attention_factor(levels(4, (1, 2, 4))) == 1  # nothing 8x8 or finer: the finest
+
+
+def test_the_model_card_names_the_guided_level(tmp_path, tiny_t2i):
+    import json
+
+    from emphasize.api import card_factor
+    from emphasize.models.load import load_pipeline
+
+    tiny_t2i.save_pretrained(tmp_path)
+    assert card_factor(load_pipeline(str(tmp_path), "t2i")) is None
+    (tmp_path / "sampling_defaults.json").write_text(json.dumps({"attention_factor": 2}))
+    assert card_factor(load_pipeline(str(tmp_path), "t2i")) == 2

@@ -71,6 +71,23 @@ def _check_size(pipe, height: int, width: int) -> None:
             raise ValueError(f"{name}={value} must be a positive multiple of {m} for this model")
 
 
+def card_factor(pipe) -> int | None:
+    """The attention level the model card of `pipe` (`sampling_defaults.json` where it was loaded from) says the
+    methods should guide, or None (no card, or the card names none)."""
+    import json
+    from pathlib import Path
+
+    source = getattr(pipe, "name_or_path", None) or getattr(getattr(pipe, "config", None), "_name_or_path", None)
+    card = Path(source) / "sampling_defaults.json" if isinstance(source, str) and source else None
+    if card is None or not card.is_file():
+        return None
+    try:
+        factor = json.loads(card.read_text(encoding="utf-8")).get("attention_factor")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(factor) if isinstance(factor, int) and factor >= 1 else None
+
+
 def initial_noise(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
     """Unit Gaussian latents drawn on CPU from `seed` (identical on every device)."""
     generator = torch.Generator().manual_seed(seed)
@@ -140,7 +157,7 @@ def _run(
             loss_fn=LOSSES["attend-excite" if isinstance(config, AttendExciteConfig) else "importance"],
             loss_config=config.loss,
             schedule=config.schedule,
-            attention_factor=config.attention_factor,
+            attention_factor=config.attention_factor if config.attention_factor is not None else card_factor(pipe),
             num_tokens=num_tokens,
             steps=steps,
             latent_hw=latent_hw,

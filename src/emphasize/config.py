@@ -81,7 +81,7 @@ class AttendExciteConfig:
 
     schedule: GuidanceSchedule = field(default_factory=GuidanceSchedule)  # alpha, window, refinement thresholds
     loss: AttentionLossConfig = field(default_factory=AttentionLossConfig)  # token softmax and smoothing
-    attention_factor: int | None = None  # latent downsampling of the optimized maps; None: level closest to 4
+    attention_factor: int | None = None  # latent downsampling of the guided maps; None: model card, else the rule
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class ImportanceConfig:
 
     schedule: GuidanceSchedule = field(default_factory=lambda: GuidanceSchedule(thresholds=()))  # no refinement
     loss: AttentionLossConfig = field(default_factory=AttentionLossConfig)  # token softmax and smoothing
-    attention_factor: int | None = None  # latent downsampling of the optimized maps; None: level closest to 4
+    attention_factor: int | None = None  # latent downsampling of the guided maps; None: model card, else the rule
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def attention_guidance(
         groups: token groups (text positions) the loss sees; `weights` `(G,)` their weights.
         loss_fn, loss_config: the attention loss and its token-softmax / smoothing settings.
         schedule: step sizes, guidance window and refinement thresholds.
-        attention_factor: latent downsampling of the optimized maps (None: closest to 4).
+        attention_factor: latent downsampling of the optimized maps (None: `default_attention_factor`).
         num_tokens: prompt tokens without SOT/EOT.
         steps: number of sampling steps.
         latent_hw: latent size, to resolve the attention map size.

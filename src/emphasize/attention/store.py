@@ -23,6 +23,28 @@ def downsampled_size(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]
     return math.ceil(latent_hw[0] / factor), math.ceil(latent_hw[1] / factor)
 
 
+MIN_GUIDED_SIDE = 8  # the default level's maps are at least this many cells on the shorter side, when possible
+
+
+def default_attention_factor(available: dict[int, tuple[int, int]]) -> int:
+    """The level attention guidance optimizes when neither the user nor the model card names one.
+
+    Attend-and-Excite optimizes SD 1.x's 16x16 maps at 512 px, a quarter of the 64x64 latent; the rule keeps that
+    choice wherever it makes sense: the available level closest to a quarter of the latent (in log2; ties go to the
+    coarser level) among levels whose maps are at least `MIN_GUIDED_SIDE` cells on the shorter side, since a 4x4
+    map (the mid block of a 16x16 latent) cannot place an object. SD 1.x/2.x at 512-768 px and SDXL at 1024 px
+    get their quarter-latent level (16x16, 24x24, 32x32); the embedded 64 px world model (16x16 latent) gets 8x8.
+    When no level is that fine, the finest one.
+
+    Args:
+        available: factor -> `(h, w)` of the cross-attention levels the UNet has at this latent size.
+    """
+    fine = {f: hw for f, hw in available.items() if min(hw) >= MIN_GUIDED_SIDE}
+    if not fine:
+        return min(available)
+    return min(fine, key=lambda f: (abs(math.log2(f) - 2), -f))
+
+
 def resolve_attention_size(
     seen_pixels: set[int], latent_hw: tuple[int, int], factor: int | None, max_level: int = 8
 ) -> tuple[int, int]:
@@ -32,7 +54,7 @@ def resolve_attention_size(
         seen_pixels: the `HW` sizes of the cross-attention layers seen in one UNet pass.
         latent_hw: the latent's `(h, w)`.
         factor: requested downsampling of the latent (4 gives Attend-and-Excite's 16x16 at 512 px on SD 1.x);
-            None picks the available level closest to 4 (ties go to the coarser level).
+            None: `default_attention_factor`.
         max_level: largest power of two searched.
 
     Raises:
@@ -43,7 +65,7 @@ def resolve_attention_size(
     if not available:
         raise ValueError(f"the UNet has no cross-attention layers for a {latent_hw[0]}x{latent_hw[1]} latent")
     if factor is None:
-        factor = min(available, key=lambda f: (abs(math.log2(f) - 2), -f))
+        factor = default_attention_factor(available)
     if factor not in available:
         sizes = ", ".join(f"{f} ({h}x{w})" for f, (h, w) in sorted(available.items()))
         h, w = levels.get(factor, (0, 0))
