@@ -57,13 +57,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from emphasize.bench.stats import RESAMPLES, bootstrap_ci
+
 EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
 METHODS = ("render", "plain", "edict", "doodl", "sgool")
 METRICS = ("clip_score", "all_present", "binding", "object_recall", "count_correct")
 DIFFS = (("sgool", "plain"), ("doodl", "plain"), ("sgool", "doodl"), ("edict", "plain"), ("sgool", "edict"),
          ("doodl", "edict"))  # fmt: skip
-RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -293,16 +293,6 @@ def run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------------------------
 # summary: means, bootstrap CIs, paired differences
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile bootstrap CI of the mean of `values` (resampling prompts)."""
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def metric_value(row: dict, metric: str) -> float | None:
