@@ -97,7 +97,8 @@ def grounding_table(rows: Sequence[dict]) -> tuple[str, dict]:
     lines = ["| level | steps | mass inside own object | other phrase inside | chance | own / chance | pointing |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     numbers = {}
-    for level, steps in sorted(pooled, key=lambda k: (order.get(k[0], 5), k[1] != "all", k[1])):
+    step_order = {"all": 0, "early": 1, "middle": 2, "late": 3}
+    for level, steps in sorted(pooled, key=lambda k: (order.get(k[0], 5), step_order.get(k[1], 9))):
         v = pooled[(level, steps)]
         own, other, chance, pointing = (estimate(v.get(f, [])) for f in ("mass_inside", "other_inside", "chance",
                                                                           "pointing"))  # fmt: skip
@@ -108,6 +109,17 @@ def grounding_table(rows: Sequence[dict]) -> tuple[str, dict]:
         label = "all levels" if level == "all" else level
         lines.append(f"| {label} | {steps} | {own.format()} | {other.format()} | {chance.format()} | {ratio:.2f}x "
                      f"| {pointing.format(2)} |")  # fmt: skip
+    normal = per_unit((r["index"], r["metrics"].get("found_normal")) for r in rows)
+    losses = {}
+    for name in ("words", "padding"):
+        ablated = per_unit((r["index"], r["metrics"].get(f"found_without_{name}")) for r in rows)
+        losses[name] = paired_difference(normal, ablated)
+        numbers[f"loss_without_{name}"] = losses[name].as_dict()
+    if losses["words"].n:
+        met = losses["words"].mean > 0 and losses["words"].mean >= 2 * max(losses["padding"].mean, 0.0)
+        lines += ["", f"Word dependence (objects found per image, normal minus ablated, paired over prompts): without "
+                  f"the word tokens {losses['words'].format()}, without the padding {losses['padding'].format()}; "
+                  f"the testbed bar (words >= 2 x padding) is {'met' if met else 'not met'}."]  # fmt: skip
     mass: dict[str, list[float]] = {}
     for r in rows:
         for name, value in r["metrics"].get("token_mass", {}).items():
