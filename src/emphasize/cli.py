@@ -166,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guided attention level of attend-excite/importance (default: the model card's)",
     )
+    p.add_argument(
+        "--scale-factor",
+        type=float,
+        default=None,
+        help="attend-excite/importance step size alpha_0 (default: the method's, 20)",
+    )
+    p.add_argument(
+        "--softmax-over",
+        choices=("all", "prompt"),
+        default=None,
+        help="attend-excite/importance token softmax range (default: the method's)",
+    )
     p.add_argument("--opt-steps", type=int, default=10, help="SGOOL/DOODL optimisation steps (default 10)")
     p.add_argument("--opt-sampling-steps", type=int, default=10, help="SGOOL/DOODL EDICT steps (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
@@ -662,7 +674,8 @@ def cmd_bench_quality(args) -> int:
     config = QualityConfig(
         suite=args.suite, methods=methods, seeds=args.seeds, prompts=args.prompts, offset=args.offset,
         weight=args.weight, model=args.model, clip=args.clip, steps=args.steps, guidance_scale=args.guidance_scale,
-        attention_factor=args.attention_factor, opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps,
+        attention_factor=args.attention_factor, scale_factor=args.scale_factor, softmax_over=args.softmax_over,
+        opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps,
     )  # fmt: skip
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -52,6 +52,8 @@ class QualityConfig:
     steps: int | None = None  # sampling steps; None: the model card's (25 on the embedded models), else 50
     guidance_scale: float | None = None  # CFG (text) scale; None: the model card's, else 7.5
     attention_factor: int | None = None  # guided level of attend-excite/importance; None: the card's, else the rule
+    scale_factor: float | None = None  # attend-excite/importance step size alpha_0; None: the method's default (20)
+    softmax_over: str | None = None  # attend-excite/importance token softmax, "all" or "prompt"; None: default
     opt_steps: int = 10  # SGOOL/DOODL optimisation steps
     opt_sampling_steps: int = 10  # SGOOL/DOODL EDICT chain steps
 
@@ -72,6 +74,10 @@ class QualityConfig:
             raise ValueError(f"seeds={self.seeds} must be in [1, {SEED_STRIDE}]")
         if not (np.isfinite(self.weight) and 0 <= self.weight <= 100):
             raise ValueError(f"weight={self.weight} must be in [0, 100]")
+        if self.softmax_over not in (None, "all", "prompt"):
+            raise ValueError(f"softmax_over={self.softmax_over!r} must be 'all' or 'prompt'")
+        if self.scale_factor is not None and not (np.isfinite(self.scale_factor) and self.scale_factor >= 0):
+            raise ValueError(f"scale_factor={self.scale_factor} must be a finite number >= 0")
         for name in ("opt_steps", "opt_sampling_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -169,9 +175,15 @@ def method_config(method: str, config: QualityConfig, card: dict):
     from emphasize.config import method_config as default_config
 
     method_cfg = default_config(method)
+    if not hasattr(method_cfg, "attention_factor"):
+        return method_cfg
     factor = config.attention_factor if config.attention_factor is not None else card.get("attention_factor")
-    if factor is not None and hasattr(method_cfg, "attention_factor"):
+    if factor is not None:
         method_cfg = replace(method_cfg, attention_factor=int(factor))
+    if config.scale_factor is not None:
+        method_cfg = replace(method_cfg, schedule=replace(method_cfg.schedule, scale_factor=config.scale_factor))
+    if config.softmax_over is not None:
+        method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, softmax_over=config.softmax_over))
     return method_cfg
 
 
