@@ -217,3 +217,14 @@ def test_config_validation_names_the_value():
         GuidanceSchedule(stop=1.5)
     with pytest.raises(ValueError, match="guidance_rule='pix'"):
         EditSamplingConfig(guidance_rule="pix")
+
+
+def test_attend_excite_can_take_the_head_noun_of_each_marked_phrase(tiny_t2i):
+    sampling = SamplingConfig(steps=2, seed=0)
+    every = api.generate(tiny_t2i, "a (red circle) and a cat", method="attend-excite", sampling=sampling)
+    last = api.generate(tiny_t2i, "a (red circle) and a cat", method="attend-excite", sampling=sampling,
+                        config=AttendExciteConfig(subject_tokens="last"))  # fmt: skip
+    assert len(every.report["guidance"]["steps"][0]["peaks"]) == 2  # `red` and `circle` are subjects
+    assert len(last.report["guidance"]["steps"][0]["peaks"]) == 1  # only `circle`
+    with pytest.raises(ValueError, match="subject_tokens='first'"):
+        AttendExciteConfig(subject_tokens="first")

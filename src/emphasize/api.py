@@ -142,7 +142,8 @@ def _run(
     pre_step = None
     if guided:
         if isinstance(config, AttendExciteConfig):  # each token of the marked words is one subject token
-            loss_groups = [(i,) for g in groups for i in g.token_indices]
+            chosen = [g.token_indices[-1:] if config.subject_tokens == "last" else g.token_indices for g in groups]
+            loss_groups = [(i,) for indices in chosen for i in indices]
             loss_weights, refine = torch.ones(len(loss_groups)), None
         else:
             loss_groups, loss_weights = [g.token_indices for g in groups], weights

@@ -178,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="attend-excite/importance token softmax range (default: the method's)",
     )
+    p.add_argument(
+        "--prominence",
+        type=float,
+        default=None,
+        help="importance: weight of the attention-mass term (default: the method's, 1)",
+    )
+    p.add_argument(
+        "--subject-tokens",
+        choices=("all", "last"),
+        default=None,
+        help="attend-excite: every token of a marked phrase, or its last (head noun)",
+    )
     p.add_argument("--opt-steps", type=int, default=10, help="SGOOL/DOODL optimisation steps (default 10)")
     p.add_argument("--opt-sampling-steps", type=int, default=10, help="SGOOL/DOODL EDICT steps (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
@@ -675,6 +687,7 @@ def cmd_bench_quality(args) -> int:
         suite=args.suite, methods=methods, seeds=args.seeds, prompts=args.prompts, offset=args.offset,
         weight=args.weight, model=args.model, clip=args.clip, steps=args.steps, guidance_scale=args.guidance_scale,
         attention_factor=args.attention_factor, scale_factor=args.scale_factor, softmax_over=args.softmax_over,
+        prominence=args.prominence, subject_tokens=args.subject_tokens,
         opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps,
     )  # fmt: skip
     out = Path(args.out)

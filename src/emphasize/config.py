@@ -77,11 +77,17 @@ class PlainConfig:
 
 @dataclass(frozen=True)
 class AttendExciteConfig:
-    """Faithful Attend-and-Excite (Chefer et al. 2023); subject tokens = every token of the marked words."""
+    """Faithful Attend-and-Excite (Chefer et al. 2023): the marked words give the subject tokens."""
 
     schedule: GuidanceSchedule = field(default_factory=GuidanceSchedule)  # alpha, window, refinement thresholds
     loss: AttentionLossConfig = field(default_factory=AttentionLossConfig)  # token softmax and smoothing
     attention_factor: int | None = None  # latent downsampling of the guided maps; None: model card, else the rule
+    subject_tokens: str = "all"  # "all": every token of a marked phrase is a subject; "last": its last token,
+    # the head noun of an English noun phrase (`(green square)` -> `square`), as A&E's users pick subject nouns
+
+    def __post_init__(self) -> None:
+        if self.subject_tokens not in ("all", "last"):
+            raise ValueError(f"subject_tokens={self.subject_tokens!r} must be 'all' or 'last'")
 
 
 @dataclass(frozen=True)

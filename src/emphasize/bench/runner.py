@@ -54,6 +54,8 @@ class QualityConfig:
     attention_factor: int | None = None  # guided level of attend-excite/importance; None: the card's, else the rule
     scale_factor: float | None = None  # attend-excite/importance step size alpha_0; None: the method's default (20)
     softmax_over: str | None = None  # attend-excite/importance token softmax, "all" or "prompt"; None: default
+    prominence: float | None = None  # importance: weight of the attention-mass term; None: its default (1)
+    subject_tokens: str | None = None  # attend-excite: "all" or "last" token of each marked phrase; None: default
     opt_steps: int = 10  # SGOOL/DOODL optimisation steps
     opt_sampling_steps: int = 10  # SGOOL/DOODL EDICT chain steps
 
@@ -184,6 +186,10 @@ def method_config(method: str, config: QualityConfig, card: dict):
         method_cfg = replace(method_cfg, schedule=replace(method_cfg.schedule, scale_factor=config.scale_factor))
     if config.softmax_over is not None:
         method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, softmax_over=config.softmax_over))
+    if config.prominence is not None and method == "importance":
+        method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, prominence=config.prominence))
+    if config.subject_tokens is not None and method == "attend-excite":
+        method_cfg = replace(method_cfg, subject_tokens=config.subject_tokens)
     return method_cfg
 
 
