@@ -142,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser(
         "quality",
         help="every method on a suite: one resumable row per (prompt, method, seed); accelerate launch shards it",
-        description="Run methods on a benchmark suite (world-t2i, world-grounding, world-edit, drawbench, parti, "
-        "dailydalle, csp, attend-excite). Rows are written atomically under DIR/rows and a rerun resumes; "
-        "`accelerate launch -m emphasize bench quality ...` splits the rows over processes.",
+        description="Run methods on a benchmark suite (world-t2i, world-grounding, world-edit, world-refer, "
+        "drawbench, parti, dailydalle, csp, attend-excite). Rows are written atomically under DIR/rows and a rerun "
+        "resumes; `accelerate launch -m emphasize bench quality ...` splits the rows over processes.",
     )
-    p.add_argument("--suite", required=True, help="world-t2i, world-grounding, world-edit, drawbench, parti, ...")
+    p.add_argument(
+        "--suite", required=True, help="world-t2i, world-grounding, world-edit, world-refer, drawbench, parti, ..."
+    )
     p.add_argument(
         "--methods",
         default="plain,embed,reweight,attend-excite,importance",

@@ -28,6 +28,7 @@ METHOD_ORDER = ("plain", "embed", "reweight", "attend-excite", "importance", "do
 SCALAR_METRICS = {  # suite -> metrics reported (in this order), when present
     "world-t2i": ("weighted_found", "other_found", "all_present", "binding", "object_recall", "clip_score"),
     "world-edit": ("success", "mask_iou", "keypoint_error", "keypoint_found", "psnr", "preservation_psnr"),
+    "world-refer": ("on_referred", "on_distractor", "success", "mask_iou", "keypoint_error", "preservation_psnr"),
     "world-grounding": ("found_normal", "found_without_words", "found_without_padding", "clip_score"),
 }
 DEFAULT_METRICS = ("clip_score",)
@@ -210,6 +211,8 @@ def _verdict(row: dict) -> str:
         w = "yes" if m["weighted_found"] else "no"
         o = "yes" if m.get("other_found") else "no"
         return f"w:{w} other:{o}"
+    if "landed" in m:
+        return f"on {m['landed']}"
     if "success" in m:
         return f"success {m['success']}"
     if "found_normal" in m:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emphasize.bench.suites import SUITES, SuiteItem, load_suite
+from emphasize.bench.suites import EDIT_SUITES, SUITES, SuiteItem, load_suite
 
 T2I_METHODS = ("plain", "embed", "reweight", "attend-excite", "importance", "doodl", "sgool")
 EDIT_METHODS = ("plain", "embed", "reweight", "attend-excite", "importance")
@@ -62,7 +62,7 @@ class QualityConfig:
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
             raise ValueError(f"unknown suite {self.suite!r}; choose one of {', '.join(SUITES)}")
-        allowed = EDIT_METHODS if self.suite == "world-edit" else T2I_METHODS
+        allowed = EDIT_METHODS if self.suite in EDIT_SUITES else T2I_METHODS
         if self.suite == "world-grounding":
             allowed = ("plain",)
         if not self.methods:
@@ -164,7 +164,7 @@ class Models:
 def load_models(config: QualityConfig) -> Models:
     from emphasize.models.load import load_clip, load_pipeline, sampling_defaults
 
-    kind = "edit" if config.suite == "world-edit" else "t2i"
+    kind = "edit" if config.suite in EDIT_SUITES else "t2i"
     pipe = load_pipeline(config.model, kind)
     pipe.set_progress_bar_config(disable=True)
     card = sampling_defaults(config.model, kind) if config.model is None or Path(config.model).is_dir() else {}
@@ -230,7 +230,7 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
         return optimize(models.pipe, spec.item.prompt, method=spec.method, clip=models.clip, config=sgool,
                         seed=spec.seed)  # fmt: skip
     method_cfg = method_config(spec.method, config, models.card)
-    if config.suite == "world-edit":
+    if config.suite in EDIT_SUITES:
         from PIL import Image
 
         task = world_task(spec.item)
@@ -244,9 +244,12 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
 
 
 def world_task(item: SuiteItem):
-    from emphasize.bench.suites import task_of_kind
+    """The world instruction task (`TaskItem`) of a world-edit or world-refer item."""
+    from emphasize.bench.suites import referring_item, task_of_kind
     from emphasize.world import sample_task
 
+    if item.suite == "world-refer":
+        return referring_item(item.index).task
     family = item.extra["task"]
     task = task_of_kind(family, item.extra["kind"], item.world_seed, sample_task)
     return task
@@ -345,6 +348,11 @@ def run_row(models: Models, spec: RowSpec, config: QualityConfig, out: Path) -> 
         from emphasize.world import task_metrics
 
         metrics.update(task_metrics(world_task(spec.item), np.asarray(image.convert("RGB"))))
+    elif config.suite == "world-refer":
+        from emphasize.bench.suites import referring_item
+        from emphasize.world.referring import landing
+
+        metrics.update(landing(referring_item(spec.item.index), np.asarray(image.convert("RGB"))))
     if models.clip is not None:
         metrics["clip_score"] = clip_score(models.clip, image, spec.item.prompt)
     image_path = Path("images") / f"{spec.key}.png"

@@ -7,6 +7,9 @@ Which words are emphasized is part of the suite, and every result row records it
 - `world-grounding`: the same captions; every object phrase marked at 1.0 (plain sampling, attention measured).
 - `world-edit`: world instruction tasks (segment, keypoint, recolour, remove, add, move, denoise, deblur in turn)
   from held-out seeds; the referred (or added) object's shape word at `weight`.
+- `world-refer`: the referring-expression editing suite (`world.referring`: segment, keypoint and recolour
+  instructions whose one discriminating word, colour, size, position or shape, tells the referred object from a
+  distractor); that word at `weight`.
 - `attend-excite`: Attend-and-Excite's 276 prompts; the two subjects (the nouns of its templates) at `weight`.
 - `drawbench`, `parti`, `dailydalle`, `csp`: the public sets as published; the first two content nouns
   (`tagger.content_nouns`) at `weight`.
@@ -30,7 +33,8 @@ PUBLIC_FILES = {  # suite -> (file, rows as SOURCES.md states them)
     "csp": ("csp_common_syntactic_processes.csv", 52),
     "attend-excite": ("attend_and_excite.csv", 276),
 }
-WORLD_SUITES = ("world-t2i", "world-grounding", "world-edit")
+WORLD_SUITES = ("world-t2i", "world-grounding", "world-edit", "world-refer")
+EDIT_SUITES = ("world-edit", "world-refer")  # suites run by an instruction-editing model
 SUITES = (*WORLD_SUITES, *PUBLIC_FILES)
 EDIT_KINDS = ("segment", "keypoint", "recolour", "remove", "add", "move", "denoise", "deblur")
 
@@ -141,6 +145,32 @@ def _world_edit(n: int, offset: int, weight: float) -> list[SuiteItem]:
     return items
 
 
+def _world_refer(n: int, offset: int, weight: float) -> list[SuiteItem]:
+    """Kinds and discriminators in turn: item k is kind k mod 3, discriminator (k // 3) mod 4."""
+    items = []
+    for k in range(offset, offset + n):
+        item = referring_item(k)
+        a, e = item.span
+        kind, disc = item.task.edit.kind, item.discriminator
+        items.append(SuiteItem("world-refer", k, item.task.instruction, f"{kind}/{disc}", ((a, e, weight),),
+                               referring_seed(k), {"kind": kind, "discriminator": disc}))  # fmt: skip
+    return items
+
+
+def referring_seed(k: int) -> int:
+    from emphasize.bench.testbed import EVAL_START
+
+    return EVAL_START + k
+
+
+def referring_item(k: int):
+    """The k-th item of the `world-refer` suite (a `world.referring.ReferringItem`)."""
+    from emphasize.world.referring import DISCRIMINATORS, REFER_KINDS, sample_referring
+
+    kind, disc = REFER_KINDS[k % len(REFER_KINDS)], DISCRIMINATORS[(k // len(REFER_KINDS)) % len(DISCRIMINATORS)]
+    return sample_referring(referring_seed(k), 64, kind=kind, discriminator=disc)
+
+
 def task_of_kind(family: str, kind: str, seed: int, sample_task):
     """The first task of `kind` at or after `seed` (an edit family mixes kinds)."""
     for s in range(seed, seed + 10**6, 10**4):
@@ -171,4 +201,6 @@ def load_suite(suite: str, *, prompts: int | None = None, offset: int = 0, weigh
     n = prompts if prompts is not None else 100
     if suite == "world-edit":
         return _world_edit(n, offset, weight)
+    if suite == "world-refer":
+        return _world_refer(n, offset, weight)
     return _world_t2i(n, offset, weight, all_phrases=suite == "world-grounding")

@@ -96,15 +96,23 @@ _EXPORTS: dict[str, str] = {
     "task_record": "records",
     # gallery
     "make_gallery": "gallery",
+    # the referring-expression suite
+    "DISCRIMINATORS": "referring",
+    "REFER_KINDS": "referring",
+    "ReferringItem": "referring",
+    "landing": "referring",
+    "sample_referring": "referring",
 }
 
 __all__ = [
     "BACKGROUND",
     "COLOURS",
     "COLOUR_NAMES",
+    "DISCRIMINATORS",
     "KEYPOINTS",
     "KINDS",
     "PSNR_CAP",
+    "REFER_KINDS",
     "RELATIONS",
     "SHAPES",
     "SIZES",
@@ -116,6 +124,7 @@ __all__ = [
     "MetricConfig",
     "ObjectSpec",
     "Reference",
+    "ReferringItem",
     "Relation",
     "Scene",
     "SceneConfig",
@@ -135,6 +144,7 @@ __all__ = [
     "item_seed",
     "iter_items",
     "keypoint_position",
+    "landing",
     "make_gallery",
     "mask_iou",
     "nearest_colour",
@@ -148,6 +158,7 @@ __all__ = [
     "relation_holds",
     "render",
     "resolve",
+    "sample_referring",
     "sample_scene",
     "sample_t2i",
     "sample_task",
@@ -212,6 +223,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from .palette import BACKGROUND, COLOUR_NAMES, COLOURS, colour_rgb, nearest_colour  # noqa: F401
     from .records import t2i_from_record, t2i_record, task_from_record, task_record  # noqa: F401
     from .refer import Reference, reference_text, references, resolve  # noqa: F401
+    from .referring import DISCRIMINATORS, REFER_KINDS, ReferringItem, landing, sample_referring  # noqa: F401
     from .rendering import blend_mask, draw_ring, object_masks, render  # noqa: F401
     from .scene import (  # noqa: F401
         RELATIONS,

@@ -223,7 +223,11 @@ def _contrast_colour(rng: np.random.Generator, config: TaskConfig, colour: str) 
 
 def _segment(rng, config: TaskConfig, size: int):
     scene, t = _task_scene(rng, config, 1, 3)
-    ref = sample_reference(rng, scene.objects, t)
+    return segment_on(rng, config, size, scene, t, sample_reference(rng, scene.objects, t))
+
+
+def segment_on(rng, config: TaskConfig, size: int, scene: Scene, t: int, ref: Reference):
+    """The segment task on a given scene, referred object and reference (the referring-expression suite's entry)."""
     colour = _contrast_colour(rng, config, scene.objects[t].colour)
     text = _pick(rng, TEMPLATES["segment"]).format(colour=colour, ref=reference_text(ref))
     image = render(scene, size)
@@ -248,7 +252,11 @@ def keypoint_position(scene: Scene, index: int, name: str) -> tuple[float, float
 
 def _keypoint(rng, config: TaskConfig, size: int):
     scene, t = _task_scene(rng, config, 1, 3)
-    ref = sample_reference(rng, scene.objects, t)
+    return keypoint_on(rng, config, size, scene, t, sample_reference(rng, scene.objects, t))
+
+
+def keypoint_on(rng, config: TaskConfig, size: int, scene: Scene, t: int, ref: Reference):
+    """The keypoint task on a given scene, referred object and reference."""
     obj = scene.objects[t]
     name = _pick(rng, list(KEYPOINTS[obj.shape]))
     colour = _contrast_colour(rng, config, obj.colour)
@@ -270,7 +278,11 @@ def _keypoint(rng, config: TaskConfig, size: int):
 
 def _recolour(rng, config: TaskConfig, size: int):
     scene, t = _task_scene(rng, config, 1, 3)
-    ref = sample_reference(rng, scene.objects, t)
+    return recolour_on(rng, config, size, scene, t, sample_reference(rng, scene.objects, t))
+
+
+def recolour_on(rng, config: TaskConfig, size: int, scene: Scene, t: int, ref: Reference):
+    """The recolour edit on a given scene, referred object and reference."""
     colour = _pick(rng, [c for c in config.scene.colours if c != scene.objects[t].colour])
     text = _pick(rng, TEMPLATES["recolour"]).format(ref=reference_text(ref), colour=colour)
     after = with_object(scene, t, colour=colour)
