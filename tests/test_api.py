@@ -11,7 +11,7 @@ import torch
 
 from emphasize import api
 from emphasize.config import AttendExciteConfig, EditSamplingConfig, ImportanceConfig, SamplingConfig
-from emphasize.losses import LOSSES, LossOutput
+from emphasize.losses import LOSSES, LossOutput, register_loss
 from emphasize.optimize import GuidanceSchedule
 from emphasize.sampling.guidance_rules import edit_batch
 from tests.conftest import with_scheduler
@@ -171,29 +171,37 @@ def test_edit_rejects_a_text_to_image_unet(tiny_t2i):
         api.edit(tiny_t2i, Image.new("RGB", (64, 64)), "make it red")
 
 
-def test_non_finite_loss_stops_guidance_and_sampling_goes_on(tiny_t2i, monkeypatch):
-    def nan_loss(maps, groups, weights, num_tokens, config):
-        nan = maps.sum() * float("nan")
-        return LossOutput(loss=nan.reshape(1), peaks=torch.zeros(1, len(groups)), masses=torch.zeros(1, len(groups)))
+@register_loss("test-nan")
+def _nan_loss(maps, groups, weights, num_tokens, config):
+    nan = maps.sum() * float("nan")
+    return LossOutput(loss=nan.reshape(1), peaks=torch.zeros(1, len(groups)), masses=torch.zeros(1, len(groups)))
 
-    monkeypatch.setitem(LOSSES, "importance", nan_loss)
+
+@register_loss("test-interrupt")
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_registered_loss_is_named_by_the_config_and_unknown_ones_are_refused():
+    assert "test-nan" in LOSSES
+    with pytest.raises(ValueError, match="objective='nope' is not a registered loss"):
+        ImportanceConfig(objective="nope")
+
+
+def test_non_finite_loss_stops_guidance_and_sampling_goes_on(tiny_t2i):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = api.generate(tiny_t2i, "a (red:2) circle", sampling=FAST)
+        r = api.generate(tiny_t2i, "a (red:2) circle", config=ImportanceConfig(objective="test-nan"), sampling=FAST)
     assert "guidance stopped" in r.report["guidance"]["stopped_early"]
     assert any("guidance stopped" in str(w.message) for w in caught)
     assert np.isfinite(np.asarray(r.image, dtype=float)).all()
 
 
-def test_interrupt_mid_sampling_restores_processors_and_grad_flags(tiny_t2i, monkeypatch):
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
+def test_interrupt_mid_sampling_restores_processors_and_grad_flags(tiny_t2i):
     before = dict(tiny_t2i.unet.attn_processors)
     flags = [p.requires_grad for p in tiny_t2i.unet.parameters()]
-    monkeypatch.setitem(LOSSES, "importance", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        api.generate(tiny_t2i, "a (red:2) circle", sampling=FAST)
+        api.generate(tiny_t2i, "a (red:2) circle", config=ImportanceConfig(objective="test-interrupt"), sampling=FAST)
     assert all(tiny_t2i.unet.attn_processors[k] is v for k, v in before.items())
     assert [p.requires_grad for p in tiny_t2i.unet.parameters()] == flags
 

@@ -18,19 +18,9 @@ import torch
 from PIL import Image, ImageOps
 
 from emphasize.attention.control import AttentionController, capture_attention
-from emphasize.config import (
-    AttendExciteConfig,
-    EditSamplingConfig,
-    EmbedConfig,
-    ImportanceConfig,
-    MethodConfig,
-    ReweightConfig,
-    SamplingConfig,
-    method_config,
-)
-from emphasize.embedding import weight_embeddings
-from emphasize.guidance import attention_guidance, frozen_parameters
-from emphasize.losses import LOSSES
+from emphasize.config import EditSamplingConfig, MethodConfig, SamplingConfig, method_config
+from emphasize.guidance import frozen_parameters
+from emphasize.methods import MethodInputs, get_method
 from emphasize.optimize import GuidanceDiagnostics
 from emphasize.prompts import WeightedPrompt, parse_prompt
 from emphasize.report import attention_heatmaps, attention_shares
@@ -45,7 +35,7 @@ from emphasize.sampling.common import (
 )
 from emphasize.sampling.denoise import denoise
 from emphasize.sampling.guidance_rules import GuidedBatch, edit_batch, text_to_image_batch
-from emphasize.tokens import TokenGroup, align_spans, token_weight_vector, truncation_message
+from emphasize.tokens import TokenGroup, align_spans, truncation_message
 
 
 @dataclass
@@ -100,12 +90,9 @@ def _num_tokens(tokenizer, text: str) -> int:
     return len(ids) - 2
 
 
-def _conditional_embeds(pipe, text: str, groups: list[TokenGroup], config: MethodConfig) -> torch.Tensor:
+def _conditional_embeds(pipe, text: str, groups: list[TokenGroup], method: str, config: MethodConfig) -> torch.Tensor:
     cond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [text])
-    if isinstance(config, EmbedConfig) and groups:
-        weights = torch.tensor(token_weight_vector(groups, cond.shape[1]))
-        cond = weight_embeddings(cond, weights, config.mean_restore)
-    return cond
+    return get_method(method).condition(config, groups, cond)
 
 
 def _run(
@@ -124,67 +111,33 @@ def _run(
     settings: dict,
     start: float,
 ) -> Result:
-    """Sample with the method from the seed's noise, decode, and assemble the report (`settings` go first)."""
+    """Sample with the method's plan from the seed's noise, decode, and assemble the report (`settings` first)."""
     unet, scheduler = pipe.unet, pipe.scheduler
     noise = initial_noise(seed, (1, unet.config.out_channels, *latent_hw), unet.device, unet.dtype)
     num_tokens = _num_tokens(pipe.tokenizer, prompt.text)
-    weights = torch.tensor([g.weight for g in groups], dtype=torch.float32)
     diagnostics = GuidanceDiagnostics()
-    guided = isinstance(config, AttendExciteConfig | ImportanceConfig) and bool(groups)
-    if isinstance(config, ImportanceConfig):
-        guided = guided and bool((weights != 1).any())  # all weights 1: exactly plain sampling
-    if isinstance(config, AttendExciteConfig) and not groups:
-        raise ValueError("attend-excite needs at least one marked word, e.g. 'a (cat) and a (frog)'")
-    reweight = isinstance(config, ReweightConfig) and bool(groups)
-    capture = guided or reweight or record_attention
+    # 1. the method's hooks
+    impl = get_method(method)
+    impl.check(config, groups)
+    inputs = MethodInputs(pipe, groups, batch, steps, latent_hw, num_tokens, diagnostics, card_factor(pipe))
+    plan = impl.prepare(config, inputs)
+    controller = plan.controller or (AttentionController() if record_attention else None)
 
-    controller = AttentionController() if capture else None
-    pre_step = None
-    if guided:
-        if isinstance(config, AttendExciteConfig):  # each token of the marked words is one subject token
-            chosen = [g.token_indices[-1:] if config.subject_tokens == "last" else g.token_indices for g in groups]
-            loss_groups = [(i,) for indices in chosen for i in indices]
-            loss_weights, refine = torch.ones(len(loss_groups)), None
-        else:
-            loss_groups, loss_weights = [g.token_indices for g in groups], weights
-            refine = [k for k, g in enumerate(groups) if g.weight > 1]
-        pre_step = attention_guidance(
-            unet,
-            scheduler,
-            batch,
-            controller,
-            groups=loss_groups,
-            weights=loss_weights,
-            loss_fn=LOSSES["attend-excite" if isinstance(config, AttendExciteConfig) else "importance"],
-            loss_config=config.loss,
-            schedule=config.schedule,
-            attention_factor=config.attention_factor if config.attention_factor is not None else card_factor(pipe),
-            num_tokens=num_tokens,
-            steps=steps,
-            latent_hw=latent_hw,
-            refine_groups=refine,
-            diagnostics=diagnostics,
-        )
-    if reweight:
-        controller.token_scale = torch.tensor(token_weight_vector(groups, batch.embeds.shape[1]))
-        reweight_steps = round(config.stop * steps)
-
-        def pre_step(latents, i, t):  # noqa: F811 - reweight has no latent optimization, only a window
-            controller.scale_rows = batch.text_rows if i < reweight_steps else ()
-            return latents
-
+    # 2. denoise with them installed (processors and requires_grad restored on the way out)
     with contextlib.ExitStack() as stack:
-        if capture:
+        if controller is not None:
             stack.enter_context(capture_attention(unet, controller))
-        if guided:
+        if plan.freeze_unet:
             stack.enter_context(frozen_parameters(unet))
         latents = denoise(
-            unet, scheduler, batch, noise, steps=steps, controller=controller, pre_step=pre_step, progress=progress
-        )
+            unet, scheduler, batch, noise, steps=steps, controller=controller, pre_step=plan.pre_step,
+            progress=progress,
+        )  # fmt: skip
         shares, heatmaps = None, None
         if record_attention and groups:
             shares = attention_shares(controller.store, [g.token_indices for g in groups], num_tokens)
             heatmaps = attention_heatmaps(controller.store, [g.token_indices for g in groups], latent_hw)
+    # 3. decode and report
     words = [
         dict(text=g.text, weight=g.weight, tokens=list(g.token_indices), attention_share=None if shares is None else s)
         for g, s in zip(groups, shares or [None] * len(groups), strict=True)
@@ -254,7 +207,7 @@ def generate(
     h, w = latent_size(pipe.vae, height, width)
     dtype = pipe.unet.dtype
 
-    cond = _conditional_embeds(pipe, weighted.text, groups, config)
+    cond = _conditional_embeds(pipe, weighted.text, groups, method, config)
     uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [sampling.negative_prompt])
     batch = text_to_image_batch(cond.to(dtype), uncond.to(dtype), sampling.guidance_scale)
     settings = dict(
@@ -355,7 +308,7 @@ def edit(
     h, w = latent_size(pipe.vae, fitted.height, fitted.width)
     dtype, device = pipe.unet.dtype, pipe.unet.device
 
-    cond = _conditional_embeds(pipe, weighted.text, groups, config)
+    cond = _conditional_embeds(pipe, weighted.text, groups, method, config)
     uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [""])
     image_latents = encode_image_condition(pipe.vae, pil_to_tensor(fitted).to(device=device, dtype=pipe.vae.dtype))
     text_scale, image_scale = sampling.scales

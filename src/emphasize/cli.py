@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-METHODS = ("plain", "attend-excite", "importance", "reweight", "embed")
-SALIENCY_METHODS = ("sgool", "doodl")  # text-to-image only: CLIP-guided optimization of the initial latent
+from emphasize.methods import MODULES as METHOD_MODULES  # the method registry's torch-free index
+
 SCHEDULERS = ("ddim", "euler", "euler-ancestral", "dpm", "pndm", "lms")
 MAX_SEED = 2**63 - 1  # seeds are drawn on a torch CPU generator (a signed 64-bit integer)
 PIXEL_BUDGET = 4  # default --max-pixels: this many times the model's native area
@@ -32,7 +32,7 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
     p.add_argument(
         "--method",
         default="importance",
-        choices=METHODS + SALIENCY_METHODS,
+        choices=tuple(METHOD_MODULES),
         help="guidance method (default: importance; sgool/doodl: text-to-image only)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
@@ -471,7 +471,9 @@ def cmd_generate(args) -> int:
     if geometry is not None:
         _check_size(args, geometry["multiple"], geometry["native"], _generate_size(args, geometry["native"]), "size")
     _quiet_libraries()
-    if args.method in SALIENCY_METHODS:
+    from emphasize.methods import get_method
+
+    if get_method(args.method, "t2i").initial_latent:
         return _generate_saliency(args)
     from emphasize import api
     from emphasize.config import SamplingConfig
@@ -592,8 +594,10 @@ def _generate_saliency(args) -> int:
 
 def cmd_edit(args) -> int:
     weighted = _prepare(args)
-    if args.method in SALIENCY_METHODS:
-        raise CLIError(f"--method {args.method} is text-to-image only; edit takes {', '.join(METHODS)}")
+    from emphasize.methods import method_names
+
+    if args.method not in method_names("edit"):
+        raise CLIError(f"--method {args.method} is text-to-image only; edit takes {', '.join(method_names('edit'))}")
     image = _read_image(args.image)
     from emphasize.api import working_size
     from emphasize.models.load import pipeline_geometry

@@ -1,16 +1,24 @@
-"""Frozen configuration of sampling and of each method. Every knob has a default and a one-line comment;
-validation raises `ValueError` naming the bad value and the valid range."""
+"""Frozen configuration of sampling (text-to-image and editing). Every knob has a default and a one-line comment;
+validation raises `ValueError` naming the bad value and the valid range. The method configs live with their
+methods (`emphasize.methods`) and are re-exported here."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from emphasize.losses import AttentionLossConfig
-from emphasize.optimize import GuidanceSchedule
+from emphasize.losses import AttentionLossConfig  # noqa: F401 - re-exported
+from emphasize.methods.attend_excite import AttendExciteConfig
+from emphasize.methods.base import load_registry, method_names
+from emphasize.methods.base import method_config as _registry_config
+from emphasize.methods.embed import EmbedConfig
+from emphasize.methods.importance import ImportanceConfig
+from emphasize.methods.plain import PlainConfig
+from emphasize.methods.reweight import ReweightConfig
+from emphasize.optimize import GuidanceSchedule  # noqa: F401 - re-exported
 from emphasize.sampling.guidance_rules import GUIDANCE_RULES
 
-METHODS = ("plain", "attend-excite", "importance", "reweight", "embed")
+METHODS = method_names(initial_latent=False)  # the methods that hook sampling (`generate`, `edit`)
 
 
 def _check_scale(name: str, value: float, low: float = 0.0, high: float = 100.0) -> None:
@@ -70,70 +78,18 @@ class EditSamplingConfig:
         return text, image
 
 
-@dataclass(frozen=True)
-class PlainConfig:
-    """No guidance: the model as it is (weighting syntax is stripped from the prompt)."""
-
-
-@dataclass(frozen=True)
-class AttendExciteConfig:
-    """Faithful Attend-and-Excite (Chefer et al. 2023): the marked words give the subject tokens."""
-
-    schedule: GuidanceSchedule = field(default_factory=GuidanceSchedule)  # alpha, window, refinement thresholds
-    loss: AttentionLossConfig = field(default_factory=AttentionLossConfig)  # token softmax and smoothing
-    attention_factor: int | None = None  # latent downsampling of the guided maps; None: model card, else the rule
-    subject_tokens: str = "all"  # "all": every token of a marked phrase is a subject; "last": its last token,
-    # the head noun of an English noun phrase (`(green square)` -> `square`), as A&E's users pick subject nouns
-
-    def __post_init__(self) -> None:
-        if self.subject_tokens not in ("all", "last"):
-            raise ValueError(f"subject_tokens={self.subject_tokens!r} must be 'all' or 'last'")
-
-
-@dataclass(frozen=True)
-class ImportanceConfig:
-    """DynamicImportance: weights > 1 excite a word or phrase, < 1 suppress it, 1 leaves it alone."""
-
-    schedule: GuidanceSchedule = field(default_factory=lambda: GuidanceSchedule(thresholds=()))  # no refinement
-    loss: AttentionLossConfig = field(default_factory=AttentionLossConfig)  # token softmax and smoothing
-    attention_factor: int | None = None  # latent downsampling of the guided maps; None: model card, else the rule
-
-
-@dataclass(frozen=True)
-class ReweightConfig:
-    """Prompt-to-prompt attention reweighting: post-softmax cross-attention of weighted tokens times the weight."""
-
-    stop: float = 1.0  # reweight during the first `stop` fraction of steps (P2P's cross_replace_steps)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.stop <= 1:
-            raise ValueError(f"stop={self.stop} must be a fraction in [0, 1]")
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    """AUTOMATIC1111 embedding weighting: z <- z * w per token, then the mean is restored."""
-
-    mean_restore: bool = True  # rescale so the embedding's mean equals the unweighted one (A1111 "Original")
-
-
 MethodConfig = PlainConfig | AttendExciteConfig | ImportanceConfig | ReweightConfig | EmbedConfig
-DEFAULT_CONFIGS: dict[str, type] = {
-    "plain": PlainConfig,
-    "attend-excite": AttendExciteConfig,
-    "importance": ImportanceConfig,
-    "reweight": ReweightConfig,
-    "embed": EmbedConfig,
-}
+DEFAULT_CONFIGS: dict[str, type] = {name: load_registry()[name].config_class for name in METHODS}
 
 
 def method_config(method: str, config: MethodConfig | None = None) -> MethodConfig:
-    """Validate the method name and return its config (the default one when None)."""
-    if method not in DEFAULT_CONFIGS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    expected = DEFAULT_CONFIGS[method]
-    if config is None:
-        return expected()
-    if not isinstance(config, expected):
-        raise ValueError(f"method {method!r} takes a {expected.__name__}, got {type(config).__name__}")
-    return config
+    """Validate the name of a sampling-hook method (`METHODS`) and return its config (the default one when None)."""
+    registry = load_registry()
+    if method in registry and registry[method].initial_latent:
+        raise ValueError(
+            f"method {method!r} optimizes the initial latent: run it with emphasize.saliency_guidance.optimize"
+        )
+    hooks = method_names(initial_latent=False)
+    if method not in hooks:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(hooks)}")
+    return _registry_config(method, config)

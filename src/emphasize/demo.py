@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-METHODS = ("plain", "importance", "attend-excite", "reweight", "embed")
 CANDIDATES = (  # two-object world captions tried when no prompt is given
     "a red circle and a blue square",
     "a yellow star and a purple heart",
@@ -148,7 +147,7 @@ def run_demo(
     seeds: Sequence[int] = (0, 1, 2, 3),
     prompt: str | None = None,
     weight: float = 2.0,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     model=None,
     guidance_scale: float | None = None,
 ) -> Path:
@@ -161,7 +160,8 @@ def run_demo(
         prompt: a weighted prompt to use as it is; None measures `CANDIDATES` with plain sampling and weights the
             neglected object of the most lopsided one.
         weight: the neglected object's weight when the prompt is chosen automatically.
-        methods: one grid row per method.
+        methods: one grid row per method (default: plain, importance, then every other method that hooks
+            sampling, from the method registry).
         model: a text-to-image model for `emphasize.models.load.load_pipeline` (None: the embedded one).
         guidance_scale: CFG scale; the model card's default (or 5.0) when None.
     """
@@ -175,6 +175,11 @@ def run_demo(
     from emphasize.world import detect, parse_caption, t2i_metrics
     from emphasize.world.records import atomic_write_bytes, atomic_write_text
 
+    if methods is None:
+        from emphasize.methods import method_names
+
+        hooks = method_names(initial_latent=False)
+        methods = ("plain", "importance", *[m for m in hooks if m not in ("plain", "importance")])
     if not seeds or not methods:
         raise ValueError("run_demo needs at least one seed and one method")
     pipe = load_pipeline(model, "t2i")

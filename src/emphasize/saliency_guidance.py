@@ -16,7 +16,6 @@ from emphasize.prompts import parse_prompt
 from emphasize.sampling.common import tensor_to_pil
 from emphasize.tokens import content_token_indices
 
-SALIENCY_METHODS = ("sgool", "doodl")
 STOP_WORDS = frozenset("a an the and of in on at to with its it is are this that".split())  # not salient content
 
 
@@ -76,11 +75,13 @@ def optimize(
         progress: a progress bar over the optimisation steps (loss, ETA); Ctrl-C returns the best image so far
             with `report["optimization"]["interrupted"]` set.
     """
+    from emphasize.methods import method_names
     from emphasize.models.load import load_clip
     from emphasize.sgool import SGOOLConfig, optimize_initial_latent
 
-    if method not in SALIENCY_METHODS:
-        raise ValueError(f"method={method!r} is not a saliency method; choose one of {', '.join(SALIENCY_METHODS)}")
+    saliency_methods = method_names(initial_latent=True)
+    if method not in saliency_methods:
+        raise ValueError(f"method={method!r} is not a saliency method; choose one of {', '.join(saliency_methods)}")
     start = time.perf_counter()
     config = config or SGOOLConfig()
     text = parse_prompt(prompt).text

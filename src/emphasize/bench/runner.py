@@ -29,10 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from emphasize.bench.suites import EDIT_SUITES, SUITES, SuiteItem, load_suite
+from emphasize.methods import get_method, method_names
 
-T2I_METHODS = ("plain", "embed", "reweight", "attend-excite", "importance", "doodl", "sgool")
-EDIT_METHODS = ("plain", "embed", "reweight", "attend-excite", "importance")
-SALIENCY_METHODS = ("doodl", "sgool")
 SEED_STRIDE = 1000  # seed s of item k is EVAL_START + SEED_STRIDE * k + s (as the earlier world benchmarks)
 EVAL_START = 10**9
 
@@ -62,7 +60,7 @@ class QualityConfig:
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
             raise ValueError(f"unknown suite {self.suite!r}; choose one of {', '.join(SUITES)}")
-        allowed = EDIT_METHODS if self.suite in EDIT_SUITES else T2I_METHODS
+        allowed = method_names("edit" if self.suite in EDIT_SUITES else "t2i")
         if self.suite == "world-grounding":
             allowed = ("plain",)
         if not self.methods:
@@ -220,7 +218,7 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
 
     steps, scale = sampling_settings(config, models.card)
     prompt = spec.item.weighted_text
-    if spec.method in SALIENCY_METHODS:
+    if get_method(spec.method).initial_latent:
         from emphasize.saliency_guidance import optimize
         from emphasize.sgool import SGOOLConfig
 
@@ -396,7 +394,7 @@ def estimate_seconds(specs: Sequence[RowSpec], out: Path, config: QualityConfig,
     for spec in specs:
         if spec.method in measured:
             total += float(np.mean(measured[spec.method]))
-        elif spec.method in SALIENCY_METHODS:
+        elif get_method(spec.method).initial_latent:
             total += plain_seconds * 3 * config.opt_steps * config.opt_sampling_steps / max(config.steps or 25, 1)
         elif config.suite == "world-grounding":
             total += 3 * plain_seconds
