@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from PIL import Image, ImageOps
 
-from emphasize.attention.control import AttentionController, capture_attention
+from emphasize.attention.control import AttentionController
+from emphasize.attention.install import capture_attention
 from emphasize.config import EditSamplingConfig, MethodConfig, SamplingConfig, method_config
 from emphasize.guidance import frozen_parameters
 from emphasize.methods import MethodInputs, get_method
@@ -130,9 +131,11 @@ def _run(
         if plan.freeze_unet:
             stack.enter_context(frozen_parameters(unet))
         latents = denoise(
-            unet, scheduler, batch, noise, steps=steps, controller=controller, pre_step=plan.pre_step,
-            progress=progress,
+            unet, scheduler, batch, noise, steps=steps, pre_step=plan.pre_step, progress=progress,
+            before_prediction=None if controller is None else controller.recorder(batch.cond_row),
         )  # fmt: skip
+        if controller is not None:
+            controller.set_pass()
         shares, heatmaps = None, None
         if record_attention and groups:
             shares = attention_shares(controller.store, [g.token_indices for g in groups], num_tokens)

@@ -75,9 +75,8 @@ def attention_guidance(
 
     def loss_pass(z: torch.Tensor, t: torch.Tensor) -> LossOutput:
         controller.set_pass(rows=(0,), keep_pass=True, stop_after=stop_after[0] if stop_after else None)
-        x, embeds = conditional.unet_input(scheduler.scale_model_input(z, t))
         try:
-            unet(x, t, encoder_hidden_states=embeds)
+            conditional.unet_output(unet, scheduler.scale_model_input(z, t), t)
         except StopForward:  # every map the loss needs is recorded; the rest of the UNet is not needed
             pass
         if not size:

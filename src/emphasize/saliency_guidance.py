@@ -10,7 +10,8 @@ from dataclasses import asdict
 import torch
 
 from emphasize.api import Result
-from emphasize.attention.control import AttentionController, capture_attention
+from emphasize.attention.control import AttentionController
+from emphasize.attention.install import capture_attention
 from emphasize.attention.store import downsampled_size
 from emphasize.prompts import parse_prompt
 from emphasize.sampling.common import tensor_to_pil

@@ -1,6 +1,7 @@
 """Cross-attention capture: processor (diffusers protocol), store (aggregation), context manager (install/restore)."""
 
-from emphasize.attention.control import AttentionController, capture_attention, cross_attention_layers
+from emphasize.attention.control import AttentionController
+from emphasize.attention.install import capture_attention, cross_attention_layers
 from emphasize.attention.processor import AttentionCaptureProcessor
 from emphasize.attention.store import AttentionStore, resolve_attention_size
 

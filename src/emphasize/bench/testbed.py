@@ -85,7 +85,10 @@ def sample_embeds(
     side = unet.config.sample_size
     noise = initial_noise(seed, (1, unet.config.in_channels, side, side), unet.device, unet.dtype)
     batch = text_to_image_batch(cond, uncond, guidance_scale)
-    latents = denoise(unet, pipe.scheduler, batch, noise, steps=steps, controller=controller, pre_step=pre_step)
+    hook = None if controller is None else controller.recorder(batch.cond_row)
+    latents = denoise(unet, pipe.scheduler, batch, noise, steps=steps, before_prediction=hook, pre_step=pre_step)
+    if controller is not None:
+        controller.set_pass()
     return np.asarray(tensor_to_pil(decode_latents(pipe.vae, latents))[0])
 
 
@@ -277,7 +280,8 @@ def sample_with_attention(
 ) -> tuple[np.ndarray, list[dict[int, torch.Tensor]], torch.Tensor]:
     """Plain sampling with capture: the image, per step `{HW: (HW, T)}` maps (layer sums of the conditional
     row's head-mean probabilities), and the per-token attention mass `(T,)` over the run."""
-    from emphasize.attention.control import AttentionController, capture_attention
+    from emphasize.attention.control import AttentionController
+    from emphasize.attention.install import capture_attention
 
     controller = AttentionController()
     snapshots: list[dict[int, torch.Tensor]] = []

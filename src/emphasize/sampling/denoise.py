@@ -1,5 +1,6 @@
 """The denoising loop shared by text-to-image and instruction editing: a pre-step hook for latent optimization
-(A&E optimizes z_t, then predicts), one guided UNet pass with attention capture, one scheduler step.
+(A&E optimizes z_t, then predicts), one guided UNet pass (`GuidedBatch.predict`), one scheduler step. The loop
+knows nothing of attention: a `before_prediction` hook (attention capture sets its pass there) is all it calls.
 """
 
 from __future__ import annotations
@@ -9,17 +10,10 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from emphasize.attention.control import AttentionController
 from emphasize.sampling.guidance_rules import GuidedBatch
 
 PreStepHook = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]  # (z_t, step index, timestep) -> z_t
-
-
-def predict_noise(unet, batch: GuidedBatch, scaled: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Guided noise prediction `(1, 4, h, w)` from scaled latents `(1, 4, h, w)` at timestep `t`."""
-    x, embeds = batch.unet_input(scaled)
-    eps = unet(x, t, encoder_hidden_states=embeds).sample  # (R, 4, h, w)
-    return batch.combine(eps)
+StepHook = Callable[[int], None]  # step index -> None, called just before the step's guided prediction
 
 
 def input_scale(scheduler, latents: torch.Tensor, t: torch.Tensor) -> float:
@@ -35,7 +29,7 @@ def denoise(
     noise: torch.Tensor,
     *,
     steps: int,
-    controller: AttentionController | None = None,
+    before_prediction: StepHook | None = None,
     pre_step: PreStepHook | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -48,7 +42,8 @@ def denoise(
         batch: the guided batch (conditions and combination rule).
         noise: initial unit-variance latents; multiplied by `scheduler.init_noise_sigma` here.
         steps: number of sampling steps.
-        controller: when given, each guided pass records the conditional row into its running statistics.
+        before_prediction: called with the step index before each guided prediction (e.g. to set the attention
+            capture's pass).
         pre_step: optional hook that returns an optimized z_t before the step's prediction.
         generator: for stochastic schedulers (Euler ancestral).
         progress: show a progress bar.
@@ -61,13 +56,11 @@ def denoise(
         # 1. latent optimization on z_t (guidance methods), before the prediction
         if pre_step is not None:
             latents = pre_step(latents, i, t)
-        # 2. guided prediction; the conditional row's attention goes to the running statistics
-        if controller is not None:
-            controller.set_pass(rows=(batch.cond_row,), keep_running=True)
+        # 2. guided prediction
+        if before_prediction is not None:
+            before_prediction(i)
         with torch.no_grad():
-            eps = predict_noise(unet, batch, scheduler.scale_model_input(latents, t), t)
+            eps = batch.predict(unet, scheduler.scale_model_input(latents, t), t)
         # 3. scheduler step
         latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
-    if controller is not None:
-        controller.set_pass()
     return latents

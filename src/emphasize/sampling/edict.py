@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from emphasize.sampling.guidance_rules import text_to_image_batch
+
 NoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (latent (B, C, h, w), timestep ()) -> eps, same shape
 
 DEFAULT_MIX = 0.93  # EDICT p: the EDICT paper, DOODL and diffusers' community EDICT pipeline all use 0.93
@@ -88,23 +90,22 @@ def guided_noise_fn(unet, scheduler, text_embeddings: torch.Tensor, guidance_sca
         unet: a 4-channel `UNet2DConditionModel`.
         scheduler: the scheduler the chain uses (`scale_model_input` is applied on every call; for v-prediction
             models the output is converted to eps with `alphas_cumprod`).
-        text_embeddings: `(2, L, D)` or `(2B, L, D)`: unconditional embeddings first, then conditional.
+        text_embeddings: `(2, L, D)`: the unconditional embedding, then the conditional one (shared by every
+            latent of a batch).
         guidance_scale: CFG scale s.
     """
     uncond, cond = text_embeddings.chunk(2)
+    batch = text_to_image_batch(cond, uncond, guidance_scale)  # the one CFG implementation
     v_prediction = scheduler.config.get("prediction_type", "epsilon") == "v_prediction"
     alphas = scheduler.alphas_cumprod
 
     def noise(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        batch = latent.shape[0]
-        embeddings = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])  # (2B, L, D)
-        model_input = scheduler.scale_model_input(torch.cat([latent, latent]), t)  # (2B, C, h, w)
-        out = unet(model_input, t, encoder_hidden_states=embeddings).sample
+        scaled = scheduler.scale_model_input(latent, t)  # (B, C, h, w)
+        out = batch.unet_output(unet, scaled, t)  # (2B, C, h, w): uncond rows, then cond rows
         if v_prediction:
             alpha = float(alphas[int(t)])
-            out = alpha**0.5 * out + (1 - alpha) ** 0.5 * model_input
-        eps_uncond, eps_cond = out.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            out = alpha**0.5 * out + (1 - alpha) ** 0.5 * scaled.repeat(2, 1, 1, 1)
+        return batch.combine(out)
 
     return noise
 

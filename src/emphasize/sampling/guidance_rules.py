@@ -1,5 +1,7 @@
-"""Classifier-free guidance batches and rules: text-to-image CFG, InstructPix2Pix's and InstructDiffusion's
-three-branch rules. A `GuidedBatch` says what the UNet sees in one guided pass and how its outputs combine.
+"""The conditioning adapter: classifier-free guidance batches and rules (text-to-image CFG, InstructPix2Pix's and
+InstructDiffusion's three-branch rules). A `GuidedBatch` says what the UNet sees in one guided pass and how its
+outputs combine, and it is the one place that calls the UNet (`unet_output`, `predict`): the denoising loop, the
+attention-loss pass and the EDICT chain all go through it, so classifier-free guidance is written once.
 """
 
 from __future__ import annotations
@@ -24,13 +26,28 @@ class GuidedBatch:
     text_rows: tuple[int, ...] = (0,)  # rows conditioned on the (weighted) text: prompt-to-prompt reweighting
 
     def unet_input(self, scaled: torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model input and text condition for `rows` (all rows when None) from scaled latents `(1, 4, h, w)`."""
+        """Model input and text condition for `rows` (all rows when None) from scaled latents `(B, 4, h, w)`:
+        row-major, condition r of latent b at index r * B + b, so `combine` can chunk by condition."""
         rows = rows if rows is not None else slice(None)
-        embeds = self.embeds[rows]
-        x = scaled.expand(embeds.shape[0], *scaled.shape[1:])
+        embeds = self.embeds[rows]  # (R, L, D)
+        r, b = embeds.shape[0], scaled.shape[0]
+        x = scaled.repeat(r, 1, 1, 1) if b > 1 else scaled.expand(r, *scaled.shape[1:])  # (R*B, 4, h, w)
+        if b > 1:
+            embeds = embeds.repeat_interleave(b, dim=0)  # (R*B, L, D)
         if self.image_latents is not None:
-            x = torch.cat([x, self.image_latents[rows].to(x)], dim=1)  # (R, 8, h, w): noisy latent + image
+            images = self.image_latents[rows].to(x)
+            images = images.repeat_interleave(b, dim=0) if b > 1 else images
+            x = torch.cat([x, images], dim=1)  # (R*B, 8, h, w): noisy latent + image
         return x, embeds
+
+    def unet_output(self, unet, scaled: torch.Tensor, t: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """The UNet's raw output `(R*B, 4, h, w)` for `rows` of the batch at timestep `t`."""
+        x, embeds = self.unet_input(scaled, rows)
+        return unet(x, t, encoder_hidden_states=embeds).sample
+
+    def predict(self, unet, scaled: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The guided prediction `(B, 4, h, w)` from scaled latents `(B, 4, h, w)` at timestep `t`."""
+        return self.combine(self.unet_output(unet, scaled, t))
 
     def conditional(self) -> GuidedBatch:
         """The single fully conditional row (the loss pass of A&E-style guidance)."""
@@ -44,7 +61,7 @@ class GuidedBatch:
         )
 
     def combine(self, eps: torch.Tensor) -> torch.Tensor:
-        """Combine `(R, 4, h, w)` predictions into one guided prediction `(1, 4, h, w)`."""
+        """Combine `(R*B, 4, h, w)` predictions into the guided prediction `(B, 4, h, w)`."""
         if self.rule == "none":
             return eps
         if self.rule == "cfg":  # rows: (uncond, cond)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from emphasize.attention.control import AttentionController, capture_attention
+from emphasize.attention.control import AttentionController
+from emphasize.attention.install import capture_attention
 from emphasize.models.load import SAMPLING_DEFAULTS_FILE, sampling_defaults
 from emphasize.train.common import (
     EMA,
