@@ -349,6 +349,18 @@ def _outputs(args) -> list[tuple[str, str, str]]:
     return [(flag, path, suffix) for flag, path, suffix in files if path is not None]
 
 
+def _probe_folder(parent: Path, flag: str, path: str) -> None:
+    """Create and remove an empty file in `parent`: catches what permission bits miss (root on a read-only
+    mount, pseudo file systems such as /proc) before any work is done."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".emphasize-probe-"):
+            pass
+    except OSError as err:
+        raise CLIError(f"{flag} {path!r}: cannot create a file in {str(parent)!r} ({err.strerror})") from None
+
+
 def _check_outputs(args) -> None:
     """Each output has the right suffix, a writable folder, and a path of its own."""
     seen: dict[Path, str] = {}
@@ -357,6 +369,7 @@ def _check_outputs(args) -> None:
         parent = Path(path).parent.resolve()
         if not os.access(parent, os.W_OK | os.X_OK):
             raise CLIError(f"{flag} {path!r}: cannot write in {str(parent)!r} (permission denied)")
+        _probe_folder(parent, flag, path)
         resolved = Path(path).resolve()
         if resolved in seen:
             raise CLIError(f"{seen[resolved]} and {flag} name the same file {path!r}: give each its own path")
