@@ -265,6 +265,49 @@ def generate(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """Weighted text embeddings for a diffusers pipeline's own call: `pipe(**embeds.kwargs(), ...)`."""
+
+    prompt_embeds: torch.Tensor  # (1, 77, D) the weighted prompt's hidden states (SDXL: both encoders')
+    negative_prompt_embeds: torch.Tensor  # (1, 77, D) the negative prompt's (SDXL, empty: zeros, as the pipeline)
+    pooled_prompt_embeds: torch.Tensor | None = None  # (1, P) SDXL: the prompt's pooled embedding (unweighted,
+    # as in AUTOMATIC1111 and ComfyUI); None for SD 1.x/2.x
+    negative_pooled_prompt_embeds: torch.Tensor | None = None  # (1, P) SDXL: the negative prompt's
+    groups: tuple[TokenGroup, ...] = ()  # the weighted words and their token positions
+
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        """The embedding arguments of `StableDiffusionPipeline.__call__` / `StableDiffusionXLPipeline.__call__`."""
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@torch.no_grad()
+def weighted_embeds(
+    pipe,
+    prompt: str | WeightedPrompt,
+    *,
+    config: MethodConfig | None = None,
+    negative_prompt: str = "",
+) -> PromptEmbeds:
+    """Embedding-weighted prompt embeddings (the `embed` method's conditioning) for the user's own pipeline call,
+    as compel builds them: `pipe(**emphasize.weighted_embeds(pipe, "a (cat:1.3)").kwargs(), ...)`.
+
+    Args:
+        pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (or any object with their components).
+        prompt: a weighted prompt, e.g. `"a (red:1.5) circle"`, or a parsed `WeightedPrompt`.
+        config: an `EmbedConfig` (its `mode`: "original", "no-norm" or "comfy"); the default one when None.
+        negative_prompt: the negative prompt (`""`: SDXL's zeros when `force_zeros_for_empty_prompt`, else the
+            encoding of `""`, as the pipelines do).
+    """
+    config = method_config("embed", config)
+    family = model_family(pipe)
+    weighted, groups = _prepare_prompt(pipe, prompt, family)
+    cond = _conditional_text(pipe, weighted.text, groups, "embed", config, family)
+    uncond = negative_text(pipe, negative_prompt, family)
+    return PromptEmbeds(cond.embeds, uncond.embeds, cond.pooled, uncond.pooled, tuple(groups))
+
+
 def working_size(
     image_size: tuple[int, int], multiple: int, native: int, height: int | None = None, width: int | None = None
 ) -> tuple[int, int]:

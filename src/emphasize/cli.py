@@ -67,6 +67,12 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         "else the cross-attention level closest to 1/4 of the latent with at least 8x8 maps)",
     )
     g.add_argument("--no-refinement", action="store_true", help="attend-excite without iterative refinement")
+    g.add_argument(
+        "--embed-mode",
+        default=None,
+        help="embed: 'original' (AUTOMATIC1111's default, scale then restore the mean), 'no-norm' (AUTOMATIC1111) "
+        "or 'comfy' (ComfyUI's default, from the empty prompt's embedding); default original",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -276,6 +282,8 @@ def _method_config(args, card: dict | None = None):
             config = replace(config, attention_factor=int(factor))
     elif args.method == "reweight" and args.stop is not None:
         config = replace(config, stop=args.stop)
+    if args.embed_mode is not None:
+        config = replace(config, mode=args.embed_mode)
     return config
 
 
@@ -388,6 +396,8 @@ def _prepare(args):
         raise CLIError("--save-attention needs at least one weighted word, e.g. 'a (cat) and a dog'")
     if args.method == "attend-excite" and not weighted.spans:
         raise CLIError("attend-excite needs at least one marked word, e.g. 'a (cat) and a (frog)'")
+    if args.embed_mode is not None and args.method != "embed":
+        raise CLIError("--embed-mode needs --method embed")
     return weighted
 
 
