@@ -30,10 +30,11 @@ class TextCondition:
     widths: tuple[int, ...] = ()  # D of each text encoder in concatenation order (sum = D); () means one encoder
 
     def parts(self) -> tuple[torch.Tensor, ...]:
-        """The hidden states of each text encoder, `(B, L, D_k)` views in concatenation order."""
+        """The hidden states of each text encoder, `(B, L, D_k)` in concatenation order (contiguous copies, so a
+        reduction over one part rounds as it does over that encoder's own output)."""
         if len(self.widths) < 2:
             return (self.embeds,)
-        return tuple(self.embeds.split(list(self.widths), dim=-1))
+        return tuple(part.contiguous() for part in self.embeds.split(list(self.widths), dim=-1))
 
     def with_parts(self, parts: tuple[torch.Tensor, ...]) -> TextCondition:
         """The same condition with each encoder's hidden states replaced (widths unchanged)."""
