@@ -580,6 +580,15 @@ def test_shipped_configs_are_sdxl_base():
     assert vae_to_ldm(vae.state_dict(), vae.config)
 
 
+def test_the_cli_writes_a_tiny_sdxl(tmp_path, capsys):
+    from emphasize.cli import main
+
+    assert main(["models", "tiny", "--layout", "sdxl", "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "model_index.json").read_text())["_class_name"] == "StableDiffusionXLPipeline"
+    assert main(["models", "tiny", "--layout", "sdxl", "--kind", "edit", "--out", str(tmp_path / "e")]) == 2
+    assert "text-to-image only" in capsys.readouterr().err
+
+
 def test_the_cli_generates_with_an_sdxl_directory(sdxl_dir, tmp_path, capsys):
     from PIL import Image
 

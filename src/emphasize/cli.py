@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
     p.add_argument(
         "--layout",
-        choices=("tiny", "sd"),
+        choices=("tiny", "sd", "sdxl"),
         default="tiny",
-        help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px",
+        help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px; sdxl: a tiny SDXL (two text "
+        "encoders, cross-attention at 1/2 and 1/4 of the latent), 64 px, t2i only",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
@@ -755,8 +756,15 @@ def cmd_models_tiny(args) -> int:
         raise CLIError(f"--out {args.out!r} exists and is not empty")
     from dataclasses import replace
 
-    from emphasize.models.tiny import TinyConfig, sd_layout_config, tiny_pipeline
+    from emphasize.models.tiny import TinyConfig, TinySDXLConfig, sd_layout_config, tiny_pipeline, tiny_sdxl_pipeline
 
+    if args.layout == "sdxl":
+        if args.kind != "t2i":
+            raise CLIError("--layout sdxl is text-to-image only (--kind t2i)")
+        sdxl = TinySDXLConfig(seed=args.seed, attention_gain=args.attention_gain)
+        tiny_sdxl_pipeline(sdxl).save_pretrained(out)
+        print(f"wrote {out}")
+        return 0
     config = sd_layout_config() if args.layout == "sd" else TinyConfig()
     kind_channels = 8 if args.kind == "edit" else 4
     config = replace(config, in_channels=kind_channels, seed=args.seed, attention_gain=args.attention_gain)
