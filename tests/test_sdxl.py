@@ -208,6 +208,29 @@ def test_captured_maps_equal_a_reference_computation_at_each_level(sdxl):
         resolve_attention_size(seen, (32, 48), 1)
 
 
+def test_the_real_sdxl_unet_is_captured_at_both_levels_and_guided_at_a_quarter():
+    """SDXL base's own architecture (the shipped configs) on meta tensors, 1024x768: no weights, no memory."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    from emphasize.models.load import SDXL_CONFIGS
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SDXL_CONFIGS, subfolder="unet"))
+    meta = dict(device="meta")
+    added = {"text_embeds": torch.empty(1, 1280, **meta), "time_ids": torch.empty(1, 6, **meta)}
+    controller = AttentionController()
+    with capture_attention(unet, controller), torch.no_grad():
+        controller.set_pass(rows=(0,), keep_pass=True)
+        unet(torch.empty(1, 4, 128, 96, **meta), torch.tensor(10, **meta),
+             encoder_hidden_states=torch.empty(1, 77, 2048, **meta), added_cond_kwargs=added)  # fmt: skip
+        maps = {hw: (len(m), tuple(m[0].shape)) for hw, m in controller.store.pass_maps.items()}
+        seen = controller.store.seen_pixels()
+    # 1/2 of the latent: 2 + 3 transformer blocks of depth 2 (10 heads); 1/4: 2 x 10 down, 10 mid, 3 x 10 up (20)
+    assert maps == {64 * 48: (10, (1, 10, 3072, 77)), 32 * 24: (60, (1, 20, 768, 77))}
+    assert resolve_attention_size(seen, (128, 96), None) == (32, 24)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the methods
 
