@@ -393,3 +393,12 @@ def test_shipped_configs_are_sd15(kind):
     assert "model.diffusion_model.output_blocks.11.0.skip_connection.weight" in {
         "model.diffusion_model." + k for k in unet_to_ldm(unet.state_dict(), unet.config)
     }
+
+
+def test_embedded_names_resolve_in_the_package_and_unknown_ones_are_one_line():
+    assert load_mod.model_folder("embedded:t2i", "t2i") == load_mod.EMBEDDED_DIR / "t2i"
+    assert load_mod.model_folder(None, "edit") == load_mod.EMBEDDED_DIR / "edit"
+    assert load_mod.sampling_defaults("embedded:t2i", "t2i") == load_mod.sampling_defaults(None, "t2i") != {}
+    with pytest.raises(ModelLoadError, match=r"embedded:nope: no such embedded model; valid: embedded:t2i, "):
+        load_pipeline("embedded:nope", "t2i")
+    assert load_pipeline("embedded:t2i", "t2i").unet.config.in_channels == 4

@@ -27,7 +27,8 @@ class CLIError(Exception):
 def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
     p.add_argument(
         "--model",
-        help="diffusers directory, hub id (local cache) or .ckpt/.safetensors file; default: the embedded world model",
+        help="diffusers directory, hub id (local cache), .ckpt/.safetensors file or embedded:testbed; default: the "
+        "embedded world model",
     )
     p.add_argument(
         "--method",

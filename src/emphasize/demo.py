@@ -184,7 +184,7 @@ def run_demo(
         raise ValueError("run_demo needs at least one seed and one method")
     pipe = load_pipeline(model, "t2i")
     pipe.set_progress_bar_config(disable=True)
-    card = sampling_defaults(None, "t2i") if model is None else {}
+    card = sampling_defaults(model, "t2i")  # {} for hub ids and single files
     steps = steps or card.get("num_inference_steps", 25)
     guidance_scale = guidance_scale or card.get("guidance_scale", 5.0)
     out_dir = Path(out_dir)

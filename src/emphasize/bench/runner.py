@@ -165,7 +165,7 @@ def load_models(config: QualityConfig) -> Models:
     kind = "edit" if config.suite in EDIT_SUITES else "t2i"
     pipe = load_pipeline(config.model, kind)
     pipe.set_progress_bar_config(disable=True)
-    card = sampling_defaults(config.model, kind) if config.model is None or Path(config.model).is_dir() else {}
+    card = sampling_defaults(config.model, kind)  # {} for hub ids and single files
     clip = None if kind == "edit" else tuple(load_clip(config.clip))
     return Models(pipe, clip, card)
 

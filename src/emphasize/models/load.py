@@ -5,6 +5,8 @@
 InstructPix2Pix and InstructDiffusion) from any of:
 
 - `None`: the embedded default world model shipped in the package (`EMBEDDED_DIR / kind`);
+- `embedded:NAME`: a model shipped in the package by name (`embedded:testbed`, the grounded text-to-image testbed
+  of docs/testbed.md; `embedded:t2i`, `embedded:edit` are the defaults);
 - a local diffusers directory (`model_index.json`, `unet/`, `vae/`, ...; SDXL's also `text_encoder_2/`,
   `tokenizer_2/`), with standard or `fp16`-variant weight files;
 - a hub id such as `runwayml/stable-diffusion-v1-5` or `stabilityai/stable-diffusion-xl-base-1.0`, read from the
@@ -36,6 +38,8 @@ EMBEDDED_DIR = PACKAGE_DIR / "embedded"  # embedded world models: `t2i/`, `edit/
 CONFIGS_DIR = PACKAGE_DIR / "configs"  # SD 1.5-layout component configs for single-file checkpoints
 SINGLE_FILE_CONFIGS = {"t2i": CONFIGS_DIR / "sd15", "edit": CONFIGS_DIR / "sd15-edit"}
 SDXL_CONFIGS = CONFIGS_DIR / "sdxl"  # SDXL base 1.0's component configs (stabilityai/stable-diffusion-xl-base-1.0)
+EMBEDDED_PREFIX = "embedded:"  # `embedded:NAME` names a model shipped in EMBEDDED_DIR
+EMBEDDED_PIPELINES = ("t2i", "edit", "testbed")  # shipped diffusers pipeline directories
 SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"  # the model card tools read: steps, CFG scale, ...
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 KINDS = {"t2i": 4, "edit": 8}  # pipeline kind -> UNet input channels (latent, or latent + image latent)
@@ -173,7 +177,7 @@ def sampling_defaults(model: str | os.PathLike | None, kind: Kind) -> dict:
             single-file checkpoint) has no recorded defaults.
         kind: "t2i" or "edit".
     """
-    folder = EMBEDDED_DIR / kind if model is None else Path(model)
+    folder = model_folder(model, kind)
     path = folder / SAMPLING_DEFAULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.is_file() else {}
 
@@ -223,7 +227,7 @@ def pipeline_geometry(model: str | os.PathLike | None, kind: Kind) -> dict | Non
         model: as for `load_pipeline`.
         kind: "t2i" or "edit".
     """
-    folder = EMBEDDED_DIR / kind if model is None else Path(model).expanduser()
+    folder = model_folder(model, kind)
     if not (folder / "model_index.json").is_file():
         return None
     label = "the embedded model" if model is None else str(model)
@@ -255,6 +259,26 @@ def hub_cache_dir() -> Path:
 # where is the model
 
 
+def model_folder(model: str | os.PathLike | None, kind: Kind) -> Path:
+    """Where a model given as `None`, `embedded:NAME` or a path lives on disk (it may not exist: a hub id or a
+    missing path comes back as the path it names). ModelLoadError for an unknown embedded name.
+
+    Args:
+        model: as for `load_pipeline`.
+        kind: "t2i" or "edit" (what `None` means).
+    """
+    if model is None:
+        return EMBEDDED_DIR / kind
+    name = os.fspath(model)
+    if isinstance(model, str) and name.startswith(EMBEDDED_PREFIX):
+        short = name[len(EMBEDDED_PREFIX) :]
+        if short not in EMBEDDED_PIPELINES:
+            valid = ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_PIPELINES)
+            raise ModelLoadError(f"{name}: no such embedded model; valid: {valid}")
+        return EMBEDDED_DIR / short
+    return Path(name).expanduser()
+
+
 def _embedded(path: Path, what: str, marker: str = "model_index.json") -> Path:
     if not (path / marker).is_file():
         raise ModelLoadError(
@@ -271,6 +295,8 @@ def _looks_like_hub_id(name: str) -> bool:
 def _resolve(model: str | os.PathLike, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
     """Return (path, source) with source in `dir`, `file`, `hub`; raise ModelLoadError when nothing is there."""
     name = os.fspath(model)
+    if isinstance(model, str) and name.startswith(EMBEDDED_PREFIX):
+        return _embedded(model_folder(model, "t2i"), f"embedded model {name!r}"), "embedded"
     path = Path(name).expanduser()
     if path.is_dir():
         return path, "dir"

@@ -104,6 +104,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = recipes.add_parser("ship", help="copy trained models into the package (float16) and write MANIFEST.json")
     for name in ("t2i", "edit", "clip"):
         p.add_argument(f"--{name}", help=f"trained {name} run directory (train {name}'s --out)")
+    p.add_argument("--testbed", help="trained t2i run directory shipped as embedded:testbed (the grounded testbed)")
     p.add_argument("--dest", help="embedded models directory (default: the installed package's)")
     p.add_argument("--float32", action="store_true", help="keep float32 weights")
     p.set_defaults(func=ship)
@@ -183,9 +184,9 @@ def ship(args) -> int:
         from emphasize.train.common import TrainError
         from emphasize.train.ship import ship_model, write_manifest
 
-        names = [n for n in ("t2i", "edit", "clip") if getattr(args, n)]
+        names = [n for n in ("t2i", "edit", "clip", "testbed") if getattr(args, n)]
         if not names:
-            raise TrainError("nothing to ship: pass --t2i, --edit and/or --clip")
+            raise TrainError("nothing to ship: pass --t2i, --edit, --clip and/or --testbed")
         for name in names:
             print(ship_model(getattr(args, name), name, args.dest, float16=not args.float32))
         print(write_manifest(args.dest))

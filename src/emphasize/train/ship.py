@@ -16,7 +16,7 @@ import torch
 from emphasize.train.common import TrainError, atomic_write_json, public_mode
 
 MANIFEST = "MANIFEST.json"
-COMPONENTS = ("t2i", "edit", "clip")  # embedded sub-directories
+COMPONENTS = ("t2i", "edit", "clip", "testbed")  # embedded sub-directories (testbed: a t2i pipeline)
 SKIP = {"checkpoint.pt"}  # training state never ships
 
 
@@ -47,7 +47,7 @@ def ship_model(source: Path, name: str, dest: Path | None = None, float16: bool 
 
     Args:
         source: the trained model directory.
-        name: `t2i`, `edit` or `clip`.
+        name: `t2i`, `edit`, `clip` or `testbed` (a t2i pipeline, `embedded:testbed`).
         dest: the embedded directory (the package's by default).
         float16: store float tensors of `*.safetensors` as float16.
     """
