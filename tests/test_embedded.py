@@ -13,7 +13,7 @@ from emphasize.models.load import EMBEDDED_DIR
 from emphasize.train.ship import MANIFEST, manifest_entries
 
 MAX_BYTES = 60 * 2**20  # all shipped files together
-SHIPPED = ("t2i", "edit", "clip")  # components whose weights are committed (each has its tests below)
+SHIPPED = ("t2i", "edit", "clip", "testbed")  # components whose weights are committed (each has its tests below)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,19 @@ def test_t2i_loads_with_diffusers_alone_and_has_a_model_card():
     assert pipe.tokenizer("a red circle").input_ids == [49406, 320, 736, 7117, 49407]
     card = json.loads((EMBEDDED_DIR / "t2i" / "sampling_defaults.json").read_text())
     assert card["kind"] == "t2i" and card["num_inference_steps"] > 0 and card["guidance_scale"] > 1
+
+
+def test_testbed_loads_by_name_with_its_guided_level_and_recipe_in_the_card():
+    from emphasize.api import card_factor, generate
+    from emphasize.config import SamplingConfig
+    from emphasize.models.load import load_pipeline, sampling_defaults
+
+    pipe = load_pipeline("embedded:testbed", "t2i")
+    card = sampling_defaults("embedded:testbed", "t2i")
+    assert card["attention_factor"] == 2 == card_factor(pipe)  # the 8x8 level the grounding loss trained
+    readme = (EMBEDDED_DIR / "testbed" / "README.md").read_text(encoding="utf-8")
+    recipe = json.loads(readme.split("```json")[1].split("```")[0])  # the recipe knobs the model card records
+    assert recipe["pad_dropout"] == 1.0 and recipe["grounding_weight"] > 0
+    sampling = SamplingConfig(steps=2, guidance_scale=5.0, seed=0)
+    result = generate(pipe, "a red circle and a (blue square:2)", method="attend-excite", sampling=sampling)
+    assert result.image.size == (64, 64) and result.report["guidance"]["steps"]
