@@ -16,7 +16,7 @@ import gradio as gr
 
 from emphasize.app import handlers as h
 from emphasize.app.knobs import Knob, knobs
-from emphasize.app.sliders import MAX_SLIDERS, SLIDER_STEP, slider_state
+from emphasize.app.sliders import MAX_SLIDERS, SLIDER_STEP, set_weight, slider_state
 from emphasize.methods import get_method, method_names
 from emphasize.sampling.schedulers import SCHEDULERS
 
@@ -30,12 +30,30 @@ CSS = """
 """
 
 
+DISPLAY_SIDE = 256  # small model outputs are shown upscaled (nearest) to at least this many px; downloads are not
+
+
+def _show(image):
+    """An image for the page: upscaled by an integer factor (nearest) so a 64 px sample reads well."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    factor = max(1, -(-DISPLAY_SIDE // max(1, min(image.size))))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def _show_all(items):
+    return [(_show(image), caption) for image, caption in items]
+
+
 def _knob_component(knob: Knob, elem_id: str) -> gr.components.Component:
     label = knob.label + (" (empty: the default rule)" if knob.optional else "")
     if knob.kind == "bool":
         return gr.Checkbox(value=bool(knob.default), label=label, elem_id=elem_id)
-    if knob.kind == "str":
-        return gr.Textbox(value=knob.default, label=label, elem_id=elem_id, max_lines=1)
+    if knob.kind == "str" or knob.optional:  # an optional number is a text box: empty means the default rule
+        value = "" if knob.default is None else str(knob.default)
+        return gr.Textbox(value=value, label=label, elem_id=elem_id, max_lines=1)
     return gr.Number(
         value=knob.default, label=label, precision=0 if knob.kind == "int" else None, elem_id=elem_id, min_width=120
     )
@@ -139,14 +157,21 @@ class _SliderPanel:
         for k, slider in enumerate(self.sliders):
 
             def move(prompt: str, weight: float, k: int = k):
-                from emphasize.app.sliders import set_weight
-
+                state = slider_state(prompt or "")
+                if state.error is not None or k >= len(state.sliders) or weight is None:
+                    return gr.skip()
+                if abs(state.sliders[k].weight - weight) < 1e-9:
+                    return gr.skip()  # nothing moved: leave the prompt as typed
                 try:
                     return set_weight(prompt, k, weight)
                 except ValueError:
                     return gr.skip()
 
-            slider.release(move, [self.prompt, slider], self.prompt, queue=False, api_visibility="private")
+            # `input` fires on the user's moves only (typed or dragged), never on the updates `refresh` makes
+            slider.input(
+                move, [self.prompt, slider], self.prompt, queue=False, trigger_mode="always_last",
+                api_visibility="private",
+            )  # fmt: skip
 
 
 def _slider_panel(tab: str, label: str, value: str, placeholder: str) -> _SliderPanel:
@@ -432,9 +457,9 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
             name = job.method
             cached = " (plain from the cache)" if result.plain_cached else ""
             return {
-                plain_img: gr.update(value=result.plain.image, label="plain"),
-                method_img: gr.update(value=result.method.image, label=name),
-                heat: result.heatmaps,
+                plain_img: gr.update(value=_show(result.plain.image), label="plain"),
+                method_img: gr.update(value=_show(result.method.image), label=name),
+                heat: _show_all(result.heatmaps),
                 chart: result.chart,
                 shares: _shares_table(result.words, name),
                 report: result.report,
@@ -463,7 +488,7 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                 raise gr.Error("cancelled") from None
             except ValueError as err:
                 raise gr.Error(str(err)) from None
-            return result.images
+            return _show_all(result.images)
 
         sweep_event = sweep.click(
             run_sweep, t2i_form | {sweep_word, sweep_weights}, sweep_gallery, concurrency_id=JOB_GROUP,
@@ -511,10 +536,10 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                 raise gr.Error(str(err)) from None
             cached = " (plain from the cache)" if result.plain_cached else ""
             return {
-                edit_input: result.input_image,
-                edit_plain: result.plain.image,
-                edit_method: gr.update(value=result.method.image, label=job.method),
-                edit_heat: result.heatmaps,
+                edit_input: _show(result.input_image),
+                edit_plain: _show(result.plain.image),
+                edit_method: gr.update(value=_show(result.method.image), label=job.method),
+                edit_heat: _show_all(result.heatmaps),
                 edit_chart: result.chart,
                 edit_shares: _shares_table(result.words, job.method),
                 edit_report: result.report,
@@ -557,11 +582,11 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                     opt = item.report["method"]["optimization"]
                     note = f"; cancelled: {opt['stopped']}" if item.cancelled else ""
                     yield {
-                        sg_plain: item.plain.image,
+                        sg_plain: _show(item.plain.image),
                         sg_result: gr.update(
-                            value=item.result.image, label=f"{job.method}, best step {opt['best_step']}"
+                            value=_show(item.result.image), label=f"{job.method}, best step {opt['best_step']}"
                         ),
-                        sg_figure: item.figure,
+                        sg_figure: _show(item.figure),
                         sg_losses: curve,
                         sg_report: item.report,
                         sg_files: [str(p) for p in item.files],
