@@ -205,6 +205,7 @@ class SaliencyResult:
     files: list[Path]
     cancelled: bool  # stopped early by a cancel; `result` is the best latent so far
     seconds: float
+    plain_cached: bool = False  # the plain image came from the cache
 
 
 @dataclass(frozen=True)
@@ -471,8 +472,8 @@ class ModelSession:
                 tuple((s.start, s.end) for s in weighted.spans),
             )  # fmt: skip
             runs_method = request.method != "plain"
-            plain_offset = 0 if key in self._plain else steps  # plain's steps count only when it runs
-            total = max(1, steps * runs_method + (steps - plain_offset))
+            plain_steps = 0 if key in self._plain else steps  # plain's steps count only when it runs
+            total = max(1, plain_steps + steps * runs_method)
 
             def run_plain() -> api.Result:
                 return api.generate(
@@ -483,7 +484,7 @@ class ModelSession:
             plain, cached = self._cached_plain(key, run_plain)
             method = plain
             if runs_method:
-                first = steps - plain_offset
+                first = plain_steps
                 method = api.generate(
                     self._components("t2i", request.scheduler), weighted, method=request.method, config=config,
                     sampling=sampling, callback=lambda done, n: control.step(first + done, total, request.method),
@@ -743,7 +744,7 @@ class ModelSession:
                 if control.cancelled:
                     return True
                 control.notify(ProgressEvent(step + 1, total, request.method, tuple(report.losses)))
-                return False
+                return control.cancelled
 
             result = optimize(
                 self._components("t2i", None), request.prompt, method=request.method, clip=self.clip(),
@@ -789,7 +790,7 @@ class ModelSession:
             control.notify(ProgressEvent(total, total, "done", tuple(opt["losses"])))
             return SaliencyResult(
                 plain, result, figure, list(opt["losses"]), report, files, cancelled,
-                round(time.perf_counter() - start, 3),
+                round(time.perf_counter() - start, 3), cached,
             )  # fmt: skip
 
 

@@ -131,5 +131,9 @@ def build_config(method: str, values: Mapping[str, Any]):
     for name, value in values.items():
         if name not in by_name:
             raise ValueError(f"method {method!r} has no knob {name!r}; knobs: {', '.join(by_name)}")
-        config = _replace_nested(config, name.split("."), _coerce(by_name[name], value))
+        value = _coerce(by_name[name], value)
+        try:
+            config = _replace_nested(config, name.split("."), value)
+        except ValueError as err:  # the config's own validation, with the knob it came from
+            raise ValueError(f"{method} knob {name}: {err}") from None
     return config
