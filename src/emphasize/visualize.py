@@ -167,8 +167,9 @@ def share_chart(
     draw.text((left, 4), title, fill="black")
     peak = max([v for values in series for v in values] + [1e-9])
     top_value = min(1.0, math.ceil(peak * 10 + 1e-9) / 10)  # axis to the next 10 %, at most 100 %
-    for k in range(5):  # grid lines and axis labels
-        value = top_value * k / 4
+    tick = 0.1 if top_value <= 0.5 + 1e-9 else 0.2  # grid lines at whole tens of percent
+    for k in range(int(round(top_value / tick)) + 1):  # grid lines and axis labels
+        value = min(top_value, k * tick)
         y = top + plot_h - round(plot_h * value / top_value)
         draw.line([(left, y), (width - 4, y)], fill=(225, 225, 225))
         draw.text((2, y - 6), f"{value:.0%}", fill=(90, 90, 90))

@@ -167,11 +167,13 @@ class _SliderPanel:
                 except ValueError:
                     return gr.skip()
 
-            # `input` fires on the user's moves only (typed or dragged), never on the updates `refresh` makes
-            slider.input(
-                move, [self.prompt, slider], self.prompt, queue=False, trigger_mode="always_last",
-                api_visibility="private",
-            )  # fmt: skip
+            # the user's moves only, never the updates `refresh` makes: `input` (a typed value) and `release` (the
+            # end of a drag or a click on the track); a second call for the same move changes nothing
+            for listener in (slider.input, slider.release):
+                listener(
+                    move, [self.prompt, slider], self.prompt, queue=False, trigger_mode="always_last",
+                    api_visibility="private",
+                )  # fmt: skip
 
 
 def _slider_panel(tab: str, label: str, value: str, placeholder: str) -> _SliderPanel:
