@@ -83,6 +83,12 @@ def test_a_parse_error_shows_its_column_and_a_caret(prompt, column):
         set_weight(prompt, 0, 1.5)
 
 
+def test_sliders_module_is_pure():
+    code = "import sys, emphasize.app.sliders\nprint([m for m in ('torch', 'gradio', 'numpy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_set_weight_refuses_a_missing_slider_and_a_bad_weight():
     with pytest.raises(ValueError, match="slider 9 does not exist"):
         set_weight(PROMPT, 9, 1.0)
