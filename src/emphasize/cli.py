@@ -696,6 +696,7 @@ def cmd_app(args) -> int:
     session = ModelSession(args.model, args.edit_model, args.clip, device=_device(args))
     try:
         session.warm(("t2i", "edit"))  # loaded once, before the first request
+        session.clip()
         print(f"emphasize app: http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
         launch(session, config, quiet=True)
     finally:

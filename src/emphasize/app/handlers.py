@@ -21,6 +21,7 @@ budget), sweep length, upload bytes and pixels (read from the image header, befo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import queue
@@ -51,6 +52,7 @@ from emphasize.visualize import heatmap_overlay, saliency_figure, save_atomic, s
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1  # seeds are drawn on a torch CPU generator (a signed 64-bit integer)
 SALIENCY_DETECTORS = ("spectral", "attention")  # detectors the page may choose (TranSalNet needs a file path)
+MAX_PAGES = 256  # job controls kept (one per browser page that ran a job)
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,10 @@ class ModelSession:
     def new_control(self, key: str, progress: Callable[[ProgressEvent], None] | None = None) -> JobControl:
         """A fresh control for the next job of `key` (a browser session); `cancel(key)` cancels it."""
         control = JobControl(progress)
-        self._controls[key] = control
+        self._controls.pop(key, None)
+        self._controls[key] = control  # the newest last: pages that went away are forgotten, oldest first
+        while len(self._controls) > MAX_PAGES:
+            self._controls.pop(next(iter(self._controls)))
         return control
 
     def cancel(self, key: str) -> bool:
@@ -799,8 +804,6 @@ def _request_dict(request) -> dict:
 
 
 def _replace(request: TextToImageRequest, **changes) -> TextToImageRequest:
-    import dataclasses
-
     return dataclasses.replace(request, **changes)
 
 
