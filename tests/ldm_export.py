@@ -16,6 +16,9 @@ import torch
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."  # SDXL (generative-models): CLIP ViT-L
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL: OpenCLIP ViT-bigG
+_OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
 
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
@@ -23,6 +26,8 @@ _UNET_FIXED = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's pooled-text + size embedding (`num_classes: sequential`)
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -186,3 +191,51 @@ def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, *, wr
         obj.update(extra or {})
         torch.save(obj, path)
     return path
+
+
+def open_clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a `CLIPTextModelWithProjection` state dict to OpenCLIP's text tower keys (no prefix): the inverse of
+    diffusers' `convert_open_clip_checkpoint` (q, k, v joined into `in_proj`, the projection transposed)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    fixed = {
+        "text_model.embeddings.position_embedding.weight": "positional_embedding",
+        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+        "text_model.final_layer_norm.weight": "ln_final.weight",
+        "text_model.final_layer_norm.bias": "ln_final.bias",
+    }
+    for key, value in state_dict.items():
+        if key.endswith("position_ids"):
+            continue
+        if key in fixed:
+            out[fixed[key]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()  # (width, projection)
+        elif m := re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
+            qkv.setdefault(f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", {})[m[2]] = value
+        elif m := re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.(.+)", key):
+            out[f"transformer.resblocks.{m[1]}.attn.out_proj.{m[2]}"] = value
+        elif m := re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.(layer_norm\d|mlp\.fc\d)\.(.+)", key):
+            out[f"transformer.resblocks.{m[1]}.{_OPEN_CLIP_LAYER[m[2]]}.{m[3]}"] = value
+        else:
+            raise KeyError(f"no OpenCLIP name for text encoder key {key!r}")
+    for key, parts in qkv.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])  # (3 width, ...)
+    return out
+
+
+def sdxl_pipeline_to_ldm(pipe) -> dict[str, torch.Tensor]:
+    """Flatten a diffusers SDXL pipeline into one checkpoint in the layout of `sd_xl_base_1.0.safetensors`
+    (Stability's generative-models: UNet, VAE, `conditioner.embedders.0` CLIP ViT-L, `.1` OpenCLIP ViT-bigG)."""
+    sd: dict[str, torch.Tensor] = {}
+    unet = unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
+    sd.update({UNET_PREFIX + k: v.detach().clone() for k, v in unet.items()})
+    vae = vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config)
+    sd.update({VAE_PREFIX + k: v.detach().clone() for k, v in vae.items()})
+    for key, value in pipe.text_encoder.state_dict().items():
+        if not key.endswith("position_ids"):
+            sd[SDXL_CLIP_PREFIX + "text_model." + key.removeprefix("text_model.")] = value.detach().clone()
+    for key, value in open_clip_to_ldm(pipe.text_encoder_2.state_dict()).items():
+        sd[SDXL_OPEN_CLIP_PREFIX + key] = value.detach().clone()
+    sd[SDXL_OPEN_CLIP_PREFIX + "logit_scale"] = torch.tensor(4.6052)  # OpenCLIP's, unused for text conditioning
+    return sd

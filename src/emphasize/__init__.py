@@ -16,6 +16,8 @@ _EXPORTS = {
     "generate": "emphasize.api",
     "edit": "emphasize.api",
     "Result": "emphasize.api",
+    "weighted_embeds": "emphasize.api",
+    "PromptEmbeds": "emphasize.api",
     "SamplingConfig": "emphasize.config",
     "EditSamplingConfig": "emphasize.config",
     "PlainConfig": "emphasize.config",

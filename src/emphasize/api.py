@@ -4,7 +4,8 @@
     result = emphasize.generate(pipe, "a (cat:1.8) and a (frog:0.6)", method="importance")
 
 `pipe` may be any object with diffusers' component attributes (`unet`, `vae`, `text_encoder`, `tokenizer`,
-`scheduler`); its modules are used as they are and its attention processors are restored afterwards.
+`scheduler`; for Stable Diffusion XL also `text_encoder_2`, `tokenizer_2`); its modules are used as they are and
+its attention processors are restored afterwards.
 """
 
 from __future__ import annotations
@@ -28,11 +29,19 @@ from emphasize.report import attention_heatmaps, attention_shares
 from emphasize.sampling.common import (
     decode_latents,
     encode_image_condition,
-    encode_prompt,
     latent_size,
     pil_to_tensor,
     tensor_to_pil,
     vae_scale_factor,
+)
+from emphasize.sampling.conditioning import (
+    Family,
+    TextCondition,
+    added_cond,
+    encode_text,
+    model_family,
+    negative_text,
+    sdxl_time_ids,
 )
 from emphasize.sampling.denoise import StepCallback, denoise
 from emphasize.sampling.guidance_rules import GuidedBatch, edit_batch, text_to_image_batch
@@ -91,9 +100,12 @@ def _num_tokens(tokenizer, text: str) -> int:
     return len(ids) - 2
 
 
-def _conditional_embeds(pipe, text: str, groups: list[TokenGroup], method: str, config: MethodConfig) -> torch.Tensor:
-    cond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [text])
-    return get_method(method).condition(config, groups, cond)
+def _conditional_text(
+    pipe, text: str, groups: list[TokenGroup], method: str, config: MethodConfig, family: Family
+) -> TextCondition:
+    """The prompt's text condition with the method's conditioning hook applied."""
+    cond = encode_text(pipe, [text], family)
+    return get_method(method).condition_text(config, groups, cond, lambda other: encode_text(pipe, [other], family))
 
 
 def _run(
@@ -150,7 +162,7 @@ def _run(
         raise ValueError(
             "sampling produced NaN/inf latents (is a guidance step size too large?); no image was written"
         )
-    image = tensor_to_pil(decode_latents(pipe.vae, latents))[0]
+    image = tensor_to_pil(decode_latents(pipe.vae, latents, xl=model_family(pipe) == "sdxl"))[0]
     report = dict(
         **settings,
         seed=seed,
@@ -169,9 +181,25 @@ class EmphasizeWarning(UserWarning):
     """Something the user should know that does not stop the run (a prompt cut at the token limit, ...)."""
 
 
-def _prepare_prompt(pipe, prompt: str | WeightedPrompt) -> tuple[WeightedPrompt, list[TokenGroup]]:
+def _prepare_prompt(
+    pipe, prompt: str | WeightedPrompt, family: Family = "sd"
+) -> tuple[WeightedPrompt, list[TokenGroup]]:
     weighted = parse_prompt(prompt) if isinstance(prompt, str) else prompt
     groups = align_spans(pipe.tokenizer, weighted)
+    if family == "sdxl":  # one set of positions serves both encoders: their tokenizers must agree on it
+        second = align_spans(pipe.tokenizer_2, weighted)
+        if [g.token_indices for g in second] != [g.token_indices for g in groups]:
+            first = {g.text: g.token_indices for g in groups}
+            other = {g.text: g.token_indices for g in second}
+            raise ValueError(
+                f"SDXL's two tokenizers place the weighted words at different positions ({first} with tokenizer, "
+                f"{other} with tokenizer_2); emphasize needs them to agree (both are CLIP BPE in SDXL)"
+            )
+        if pipe.tokenizer.model_max_length != pipe.tokenizer_2.model_max_length:
+            raise ValueError(
+                f"SDXL's tokenizers read {pipe.tokenizer.model_max_length} and {pipe.tokenizer_2.model_max_length} "
+                "tokens; emphasize needs the same context length"
+            )
     message = truncation_message(pipe.tokenizer, weighted.text)
     if message is not None:
         warnings.warn(message, EmphasizeWarning, stacklevel=3)
@@ -193,7 +221,7 @@ def generate(
     """Text-to-image with word weights.
 
     Args:
-        pipe: a `StableDiffusionPipeline` (or any object with its components).
+        pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (or any object with its components).
         prompt: a weighted prompt, e.g. `"a (red:1.5) circle and a [blue] square"`, or a parsed `WeightedPrompt`.
         method: "plain", "attend-excite", "importance", "reweight" or "embed".
         config: the method's config (its defaults when None).
@@ -206,7 +234,8 @@ def generate(
     start = time.perf_counter()
     config = method_config(method, config)
     sampling = sampling or SamplingConfig()
-    weighted, groups = _prepare_prompt(pipe, prompt)
+    family = model_family(pipe)
+    weighted, groups = _prepare_prompt(pipe, prompt, family)
     default = pipe.unet.config.sample_size * vae_scale_factor(pipe.vae)
     height = sampling.height or default
     width = sampling.width or height
@@ -214,9 +243,16 @@ def generate(
     h, w = latent_size(pipe.vae, height, width)
     dtype = pipe.unet.dtype
 
-    cond = _conditional_embeds(pipe, weighted.text, groups, method, config)
-    uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [sampling.negative_prompt])
-    batch = text_to_image_batch(cond.to(dtype), uncond.to(dtype), sampling.guidance_scale)
+    cond = _conditional_text(pipe, weighted.text, groups, method, config, family).to(dtype)
+    uncond = negative_text(pipe, sampling.negative_prompt, family).to(dtype)
+    time_ids = sdxl_time_ids(pipe.unet, cond.pooled.shape[-1], (height, width)) if family == "sdxl" else None
+    batch = text_to_image_batch(
+        cond.embeds,
+        uncond.embeds,
+        sampling.guidance_scale,
+        added_cond=added_cond(cond, time_ids),
+        added_uncond=added_cond(uncond, time_ids),
+    )
     settings = dict(
         prompt=prompt if isinstance(prompt, str) else weighted.text,
         text=weighted.text,
@@ -225,10 +261,55 @@ def generate(
         guidance_scale=sampling.guidance_scale,
         negative_prompt=sampling.negative_prompt,
     )
+    if family == "sdxl":  # SD reports stay as they were
+        settings.update(model_family="sdxl", time_ids=[int(v) for v in time_ids[0].tolist()])
     return _run(
         pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
         record_attention=record_attention, progress=progress, settings=settings, start=start, callback=callback,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """Weighted text embeddings for a diffusers pipeline's own call: `pipe(**embeds.kwargs(), ...)`."""
+
+    prompt_embeds: torch.Tensor  # (1, 77, D) the weighted prompt's hidden states (SDXL: both encoders')
+    negative_prompt_embeds: torch.Tensor  # (1, 77, D) the negative prompt's (SDXL, empty: zeros, as the pipeline)
+    pooled_prompt_embeds: torch.Tensor | None = None  # (1, P) SDXL: the prompt's pooled embedding (unweighted,
+    # as in AUTOMATIC1111 and ComfyUI); None for SD 1.x/2.x
+    negative_pooled_prompt_embeds: torch.Tensor | None = None  # (1, P) SDXL: the negative prompt's
+    groups: tuple[TokenGroup, ...] = ()  # the weighted words and their token positions
+
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        """The embedding arguments of `StableDiffusionPipeline.__call__` / `StableDiffusionXLPipeline.__call__`."""
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@torch.no_grad()
+def weighted_embeds(
+    pipe,
+    prompt: str | WeightedPrompt,
+    *,
+    config: MethodConfig | None = None,
+    negative_prompt: str = "",
+) -> PromptEmbeds:
+    """Embedding-weighted prompt embeddings (the `embed` method's conditioning) for the user's own pipeline call,
+    as compel builds them: `pipe(**emphasize.weighted_embeds(pipe, "a (cat:1.3)").kwargs(), ...)`.
+
+    Args:
+        pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (or any object with their components).
+        prompt: a weighted prompt, e.g. `"a (red:1.5) circle"`, or a parsed `WeightedPrompt`.
+        config: an `EmbedConfig` (its `mode`: "original", "no-norm" or "comfy"); the default one when None.
+        negative_prompt: the negative prompt (`""`: SDXL's zeros when `force_zeros_for_empty_prompt`, else the
+            encoding of `""`, as the pipelines do).
+    """
+    config = method_config("embed", config)
+    family = model_family(pipe)
+    weighted, groups = _prepare_prompt(pipe, prompt, family)
+    cond = _conditional_text(pipe, weighted.text, groups, "embed", config, family)
+    uncond = negative_text(pipe, negative_prompt, family)
+    return PromptEmbeds(cond.embeds, uncond.embeds, cond.pooled, uncond.pooled, tuple(groups))
 
 
 def working_size(
@@ -305,6 +386,10 @@ def edit(
     start = time.perf_counter()
     config = method_config(method, config)
     sampling = sampling or EditSamplingConfig()
+    if model_family(pipe) != "sd":
+        raise ValueError(
+            "editing supports InstructPix2Pix / InstructDiffusion (Stable Diffusion 1.x layout) pipelines, not SDXL"
+        )
     if pipe.unet.config.in_channels != 2 * pipe.unet.config.out_channels:
         raise ValueError(
             f"editing needs an image-conditioned UNet (in_channels = 2 x out_channels), this one has "
@@ -318,8 +403,8 @@ def edit(
     h, w = latent_size(pipe.vae, fitted.height, fitted.width)
     dtype, device = pipe.unet.dtype, pipe.unet.device
 
-    cond = _conditional_embeds(pipe, weighted.text, groups, method, config)
-    uncond = encode_prompt(pipe.tokenizer, pipe.text_encoder, [""])
+    cond = _conditional_text(pipe, weighted.text, groups, method, config, "sd").embeds
+    uncond = encode_text(pipe, [""], "sd").embeds
     image_latents = encode_image_condition(pipe.vae, pil_to_tensor(fitted).to(device=device, dtype=pipe.vae.dtype))
     text_scale, image_scale = sampling.scales
     batch = edit_batch(

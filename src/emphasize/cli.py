@@ -67,6 +67,12 @@ def _add_common(p: argparse.ArgumentParser, default_steps: str) -> None:
         "else the cross-attention level closest to 1/4 of the latent with at least 8x8 maps)",
     )
     g.add_argument("--no-refinement", action="store_true", help="attend-excite without iterative refinement")
+    g.add_argument(
+        "--embed-mode",
+        default=None,
+        help="embed: 'original' (AUTOMATIC1111's default, scale then restore the mean), 'no-norm' (AUTOMATIC1111) "
+        "or 'comfy' (ComfyUI's default, from the empty prompt's embedding); default original",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -211,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-gain", type=float, default=1.0, help="sharpen the random cross-attention")
     p.add_argument(
         "--layout",
-        choices=("tiny", "sd"),
+        choices=("tiny", "sd", "sdxl"),
         default="tiny",
-        help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px",
+        help="tiny: 2 levels, 64 px; sd: SD 1.x topology at small width, 512 px; sdxl: a tiny SDXL (two text "
+        "encoders, cross-attention at 1/2 and 1/4 of the latent), 64 px, t2i only",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
@@ -291,6 +298,8 @@ def _method_config(args, card: dict | None = None):
             config = replace(config, attention_factor=int(factor))
     elif args.method == "reweight" and args.stop is not None:
         config = replace(config, stop=args.stop)
+    if args.embed_mode is not None:
+        config = replace(config, mode=args.embed_mode)
     return config
 
 
@@ -364,6 +373,18 @@ def _outputs(args) -> list[tuple[str, str, str]]:
     return [(flag, path, suffix) for flag, path, suffix in files if path is not None]
 
 
+def _probe_folder(parent: Path, flag: str, path: str) -> None:
+    """Create and remove an empty file in `parent`: catches what permission bits miss (root on a read-only
+    mount, pseudo file systems such as /proc) before any work is done."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".emphasize-probe-"):
+            pass
+    except OSError as err:
+        raise CLIError(f"{flag} {path!r}: cannot create a file in {str(parent)!r} ({err.strerror})") from None
+
+
 def _check_outputs(args) -> None:
     """Each output has the right suffix, a writable folder, and a path of its own."""
     seen: dict[Path, str] = {}
@@ -372,6 +393,7 @@ def _check_outputs(args) -> None:
         parent = Path(path).parent.resolve()
         if not os.access(parent, os.W_OK | os.X_OK):
             raise CLIError(f"{flag} {path!r}: cannot write in {str(parent)!r} (permission denied)")
+        _probe_folder(parent, flag, path)
         resolved = Path(path).resolve()
         if resolved in seen:
             raise CLIError(f"{seen[resolved]} and {flag} name the same file {path!r}: give each its own path")
@@ -390,6 +412,8 @@ def _prepare(args):
         raise CLIError("--save-attention needs at least one weighted word, e.g. 'a (cat) and a dog'")
     if args.method == "attend-excite" and not weighted.spans:
         raise CLIError("attend-excite needs at least one marked word, e.g. 'a (cat) and a (frog)'")
+    if args.embed_mode is not None and args.method != "embed":
+        raise CLIError("--embed-mode needs --method embed")
     return weighted
 
 
@@ -775,8 +799,15 @@ def cmd_models_tiny(args) -> int:
         raise CLIError(f"--out {args.out!r} exists and is not empty")
     from dataclasses import replace
 
-    from emphasize.models.tiny import TinyConfig, sd_layout_config, tiny_pipeline
+    from emphasize.models.tiny import TinyConfig, TinySDXLConfig, sd_layout_config, tiny_pipeline, tiny_sdxl_pipeline
 
+    if args.layout == "sdxl":
+        if args.kind != "t2i":
+            raise CLIError("--layout sdxl is text-to-image only (--kind t2i)")
+        sdxl = TinySDXLConfig(seed=args.seed, attention_gain=args.attention_gain)
+        tiny_sdxl_pipeline(sdxl).save_pretrained(out)
+        print(f"wrote {out}")
+        return 0
     config = sd_layout_config() if args.layout == "sd" else TinyConfig()
     kind_channels = 8 if args.kind == "edit" else 4
     config = replace(config, in_channels=kind_channels, seed=args.seed, attention_gain=args.attention_gain)

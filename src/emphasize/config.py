@@ -35,7 +35,7 @@ class SamplingConfig:
     height: int | None = None  # image height in px; None: the UNet's sample_size x the VAE factor
     width: int | None = None  # image width in px; None: as height
     seed: int = 0  # seed of the initial noise (drawn on CPU, so the same on every device)
-    negative_prompt: str = ""  # the unconditional branch's prompt
+    negative_prompt: str = ""  # the unconditional branch's prompt ("" on SDXL: zero embeddings, as its pipeline)
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:

@@ -15,6 +15,7 @@ from emphasize.attention.install import capture_attention
 from emphasize.attention.store import downsampled_size
 from emphasize.prompts import parse_prompt
 from emphasize.sampling.common import tensor_to_pil
+from emphasize.sampling.conditioning import model_family
 from emphasize.sgool.run import StepCallback
 from emphasize.tokens import content_token_indices
 
@@ -87,6 +88,8 @@ def optimize(
     saliency_methods = method_names(initial_latent=True)
     if method not in saliency_methods:
         raise ValueError(f"method={method!r} is not a saliency method; choose one of {', '.join(saliency_methods)}")
+    if model_family(pipe) != "sd":
+        raise ValueError(f"{method} runs on Stable Diffusion 1.x/2.x pipelines (its EDICT chain), not on SDXL")
     start = time.perf_counter()
     config = config or SGOOLConfig()
     text = parse_prompt(prompt).text

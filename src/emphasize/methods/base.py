@@ -3,6 +3,9 @@
 A method is a name, its frozen config class, and the hooks it adds to sampling:
 
 - `condition(config, groups, embeds)`: rewrite the conditional text embeddings (A1111 embedding weighting);
+  `condition_text(config, groups, text, encode)` is the same with the whole `TextCondition` (each text encoder's
+  part, SDXL's pooled embedding) and an encoder of other texts (ComfyUI's empty-prompt reference), for methods
+  that need them;
 - `prepare(config, inputs)`: a `Plan` with the attention controller it needs (capture, reweighting) and the
   pre-step hook on the latent (Attend-and-Excite / DynamicImportance updates of z_t).
 
@@ -14,7 +17,8 @@ a new loss is a `losses.register_loss` function named by a method config's `obje
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -23,6 +27,7 @@ from emphasize.attention.control import AttentionController
 from emphasize.guidance import attention_guidance
 from emphasize.losses import LOSSES
 from emphasize.optimize import GuidanceDiagnostics
+from emphasize.sampling.conditioning import TextCondition
 from emphasize.sampling.denoise import PreStepHook
 from emphasize.sampling.guidance_rules import GuidedBatch
 from emphasize.tokens import TokenGroup
@@ -69,6 +74,24 @@ class Method:
     def condition(self, config, groups: list[TokenGroup], embeds: torch.Tensor) -> torch.Tensor:
         """The conditional text embeddings `(1, L, D)` the UNet sees (unchanged by default)."""
         return embeds
+
+    def condition_text(
+        self,
+        config,
+        groups: list[TokenGroup],
+        text: TextCondition,
+        encode: Callable[[str], TextCondition],
+    ) -> TextCondition:
+        """The prompt's whole text condition the UNet sees; by default `condition` applied to its hidden states.
+
+        Args:
+            config: the method's config.
+            groups: the weighted words and their token positions (the same in both SDXL tokenizers).
+            text: the prompt's condition (`embeds` `(1, L, D)`, SDXL's `pooled` `(1, P)` and encoder `widths`).
+            encode: the pipeline's text encoding of another plain text (e.g. `""`), for reference embeddings.
+        """
+        embeds = self.condition(config, groups, text.embeds)
+        return text if embeds is text.embeds else replace(text, embeds=embeds)
 
     def prepare(self, config, inputs: MethodInputs) -> Plan:
         """The hooks of one sampling run (none by default)."""

@@ -1,15 +1,18 @@
 """One entry point for where models come from: embedded world models, local directories, hub ids, checkpoint files.
 
-`load_pipeline(model, kind)` returns a diffusers `StableDiffusionPipeline` (`kind="t2i"`, 4-channel UNet) or
-`StableDiffusionInstructPix2PixPipeline` (`kind="edit"`, 8-channel UNet: InstructPix2Pix and InstructDiffusion)
-from any of:
+`load_pipeline(model, kind)` returns a diffusers `StableDiffusionPipeline` or `StableDiffusionXLPipeline`
+(`kind="t2i"`, 4-channel UNet) or `StableDiffusionInstructPix2PixPipeline` (`kind="edit"`, 8-channel UNet:
+InstructPix2Pix and InstructDiffusion) from any of:
 
 - `None`: the embedded default world model shipped in the package (`EMBEDDED_DIR / kind`);
-- a local diffusers directory (`model_index.json`, `unet/`, `vae/`, ...);
-- a hub id such as `runwayml/stable-diffusion-v1-5`, read from the local Hugging Face cache only;
+- a local diffusers directory (`model_index.json`, `unet/`, `vae/`, ...; SDXL's also `text_encoder_2/`,
+  `tokenizer_2/`), with standard or `fp16`-variant weight files;
+- a hub id such as `runwayml/stable-diffusion-v1-5` or `stabilityai/stable-diffusion-xl-base-1.0`, read from the
+  local Hugging Face cache only;
 - one `.safetensors`/`.ckpt` file in the original LDM layout (Stable Diffusion 1.x, InstructPix2Pix,
-  InstructDiffusion's `{'state_dict': ...}`), built with diffusers' single-file loaders on the SD 1.5 component
-  configs shipped in `CONFIGS_DIR` (or on `config=` for other architectures), so nothing is fetched from the hub.
+  InstructDiffusion's `{'state_dict': ...}`, SDXL base's `sd_xl_base_1.0.safetensors` layout with its
+  `conditioner.embedders`), built with diffusers' single-file loaders on the SD 1.5 or SDXL base component configs
+  shipped in `CONFIGS_DIR` (or on `config=` for other architectures), so nothing is fetched from the hub.
 
 Nothing here touches the network. User mistakes (a missing file, a model of the wrong kind, a corrupt checkpoint,
 a hub id that is not cached) raise `ModelLoadError` with one line that names the path and what is wrong.
@@ -32,12 +35,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_DIR = PACKAGE_DIR / "embedded"  # embedded world models: `t2i/`, `edit/` (diffusers dirs) and `clip/`
 CONFIGS_DIR = PACKAGE_DIR / "configs"  # SD 1.5-layout component configs for single-file checkpoints
 SINGLE_FILE_CONFIGS = {"t2i": CONFIGS_DIR / "sd15", "edit": CONFIGS_DIR / "sd15-edit"}
+SDXL_CONFIGS = CONFIGS_DIR / "sdxl"  # SDXL base 1.0's component configs (stabilityai/stable-diffusion-xl-base-1.0)
 SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"  # the model card tools read: steps, CFG scale, ...
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 KINDS = {"t2i": 4, "edit": 8}  # pipeline kind -> UNet input channels (latent, or latent + image latent)
 KIND_NAMES = {"t2i": "text-to-image", "edit": "instruction-editing"}
 UNET_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # LDM conv_in: its shape[1] is the input channels
 LDM_CLIP_PREFIX = "cond_stage_model.transformer."
+SGM_CLIP_PREFIX = "conditioner.embedders.0.transformer."  # SDXL checkpoints (generative-models): CLIP ViT-L
+SGM_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL checkpoints: OpenCLIP ViT-bigG (text_encoder_2)
 LDM_COMPONENTS = {  # component -> key prefixes of the original LDM layout (those diffusers' converters read)
     "the VAE": ("first_stage_model.", "vae."),
     "the text encoder": ("cond_stage_model.",),
@@ -48,6 +54,8 @@ PIPELINE_WEIGHTS = {  # component -> weight file stems diffusers/transformers lo
     "vae": ("diffusion_pytorch_model",),
     "text_encoder": ("model", "pytorch_model"),
 }
+SDXL_WEIGHTS = {**PIPELINE_WEIGHTS, "text_encoder_2": ("model", "pytorch_model")}  # SDXL's weighted components
+WEIGHT_VARIANT = "fp16"  # the weight-file variant read when a directory has no standard files (`*.fp16.safetensors`)
 
 Kind = Literal["t2i", "edit"]
 
@@ -103,7 +111,7 @@ def load_pipeline(
     if source == "file":
         pipe = _load_single_file(path, kind, dtype, Path(config).expanduser() if config else None)
     else:
-        pipeline_geometry(path, kind)  # an SDXL (or other) layout is refused here, with its name, before loading
+        pipeline_geometry(path, kind)  # an unsupported layout is refused here, with its name, before loading
         pipe = _load_diffusers_dir(path, kind, dtype, label=str(model) if source == "hub" else None)
     if scheduler is not None:
         from emphasize.sampling.schedulers import make_scheduler
@@ -170,7 +178,37 @@ def sampling_defaults(model: str | os.PathLike | None, kind: Kind) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if folder.is_dir() and path.is_file() else {}
 
 
-SUPPORTED_PIPELINES = {"t2i": ("StableDiffusionPipeline",), "edit": ("StableDiffusionInstructPix2PixPipeline",)}
+SUPPORTED_PIPELINES = {
+    "t2i": ("StableDiffusionPipeline", "StableDiffusionXLPipeline"),
+    "edit": ("StableDiffusionInstructPix2PixPipeline",),
+}
+FAMILY_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}  # t2i pipeline per family
+
+
+def directory_family(index: dict, kind: Kind, label: str) -> str:
+    """`"sd"` (Stable Diffusion 1.x/2.x layout) or `"sdxl"` from a `model_index.json`; ModelLoadError naming the
+    pipeline class and its components for any other layout, or for SDXL as an edit model.
+
+    Args:
+        index: the parsed `model_index.json`.
+        kind: "t2i" or "edit".
+        label: the model, for messages.
+    """
+    present = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
+    if {"unet", "text_encoder", "text_encoder_2"} <= present and kind == "t2i":
+        return "sdxl"
+    if {"unet", "text_encoder"} <= present and "text_encoder_2" not in present:
+        return "sd"
+    family = index.get("_class_name", "pipeline")
+    components = ", ".join(sorted(k for k in index if not k.startswith("_")))
+    layouts = {
+        "t2i": "Stable Diffusion 1.x/2.x (StableDiffusionPipeline: text_encoder, unet) and SDXL base "
+        "(StableDiffusionXLPipeline: text_encoder, text_encoder_2, unet)",
+        "edit": "Stable Diffusion 1.x/2.x layouts (StableDiffusionInstructPix2PixPipeline: one text_encoder, a unet)",
+    }[kind]
+    raise ModelLoadError(
+        f"{label}: a {family} directory (components {components}); {KIND_NAMES[kind]} supports {layouts}"
+    )
 
 
 def pipeline_geometry(model: str | os.PathLike | None, kind: Kind) -> dict | None:
@@ -178,7 +216,8 @@ def pipeline_geometry(model: str | os.PathLike | None, kind: Kind) -> dict | Non
 
     Returns `{"multiple": image sizes must be multiples of this, "native": the UNet's native image side}` for the
     embedded models and local diffusers directories, None for anything else (hub ids, single files: checked once
-    loaded). Raises ModelLoadError for a directory of a pipeline family this kind does not support (e.g. SDXL).
+    loaded). Raises ModelLoadError for a directory of a pipeline family this kind does not support (the SDXL
+    refiner, SD 3, SDXL for editing, ...).
 
     Args:
         model: as for `load_pipeline`.
@@ -189,13 +228,7 @@ def pipeline_geometry(model: str | os.PathLike | None, kind: Kind) -> dict | Non
         return None
     label = "the embedded model" if model is None else str(model)
     index = _read_json(folder / "model_index.json", label)
-    family = index.get("_class_name", "pipeline")
-    components = sorted(k for k in index if not k.startswith("_"))
-    if "text_encoder_2" in index or "unet" not in index or "text_encoder" not in index:
-        raise ModelLoadError(
-            f"{label}: a {family} directory (components {', '.join(components)}); {KIND_NAMES[kind]} supports "
-            f"Stable Diffusion 1.x/2.x layouts ({' / '.join(SUPPORTED_PIPELINES[kind])}: one text_encoder, a unet)"
-        )
+    directory_family(index, kind, label)
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -266,9 +299,11 @@ def _cached_snapshot(repo_id: str, cache_dir: Path) -> Path:
 # diffusers directories (local, cached hub snapshots, embedded)
 
 
-def _pipeline_class(kind: Kind):
-    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+def _pipeline_class(kind: Kind, family: str = "sd"):
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if family == "sdxl":
+        return StableDiffusionXLPipeline
     return StableDiffusionPipeline if kind == "t2i" else StableDiffusionInstructPix2PixPipeline
 
 
@@ -282,9 +317,10 @@ def _read_json(path: Path, label: str) -> dict:
     return data
 
 
-def _has_weights(folder: Path, stems: tuple[str, ...]) -> bool:
+def _has_weights(folder: Path, stems: tuple[str, ...], variant: str | None = None) -> bool:
     suffixes = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-    return any((folder / f"{stem}{suffix}").is_file() for stem in stems for suffix in suffixes)
+    infix = f".{variant}" if variant else ""
+    return any((folder / f"{stem}{infix}{suffix}").is_file() for stem in stems for suffix in suffixes)
 
 
 def _check_kind(in_channels: int, kind: Kind, label: str) -> None:
@@ -306,13 +342,31 @@ def _load_diffusers_dir(path: Path, kind: Kind, dtype: torch.dtype, label: str |
         hint = f"; for a single checkpoint pass the file itself ({path / found[0]})" if found else ""
         raise ModelLoadError(f"{label}: not a diffusers model directory (no model_index.json){hint}")
     index = _read_json(index_file, label)
-    for component, stems in PIPELINE_WEIGHTS.items():
+    family = directory_family(index, kind, label)
+    if family == "sdxl":  # name the layout in every message about its files
+        label = f"{label} ({FAMILY_CLASSES[family]})"
+    weights = SDXL_WEIGHTS if family == "sdxl" else PIPELINE_WEIGHTS
+    standard, variant = [], []  # components with standard weight files, with fp16-variant files
+    for component, stems in weights.items():
         folder = path / component
         if not folder.is_dir():
             raise ModelLoadError(f"{label}: missing the {component}/ folder")
-        if not _has_weights(folder, stems):
+        if _has_weights(folder, stems):
+            standard.append(component)
+        if _has_weights(folder, stems, WEIGHT_VARIANT):
+            variant.append(component)
+        if component not in standard and component not in variant:
             raise ModelLoadError(f"{label}: {component}/ has no weights ({stems[0]}.safetensors or .bin)")
-    for component in ("tokenizer", "scheduler"):
+    # standard files when every component has them, else the fp16 variant (a download of `*.fp16.*` files only)
+    use_variant = len(standard) < len(weights)
+    if use_variant and len(variant) < len(weights):
+        plain_only = next(c for c in weights if c not in variant)
+        raise ModelLoadError(
+            f"{label}: mixed weight files: {next(c for c in weights if c not in standard)}/ has only {WEIGHT_VARIANT} "
+            f"weights and {plain_only}/ only standard ones; download one set for every component"
+        )
+    tokenizers = ("tokenizer", "tokenizer_2") if family == "sdxl" else ("tokenizer",)
+    for component in (*tokenizers, "scheduler"):
         if not (path / component).is_dir():
             raise ModelLoadError(f"{label}: missing the {component}/ folder")
     unet_config = _read_json(path / "unet" / "config.json", label) if (path / "unet" / "config.json").is_file() else {}
@@ -323,14 +377,12 @@ def _load_diffusers_dir(path: Path, kind: Kind, dtype: torch.dtype, label: str |
         for k, v in index.items()
         if k in ("feature_extractor", "image_encoder") and isinstance(v, list) and v[0] and not (path / k).is_dir()
     }
+    extra = {} if family == "sdxl" else dict(safety_checker=None, requires_safety_checker=False)  # SDXL has none
+    if use_variant:
+        extra["variant"] = WEIGHT_VARIANT
     try:
-        return _pipeline_class(kind).from_pretrained(
-            str(path),
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-            **_dtype_kwarg(dtype),
-            **absent,
+        return _pipeline_class(kind, family).from_pretrained(
+            str(path), local_files_only=True, **extra, **_dtype_kwarg(dtype), **absent
         )
     except Exception as e:  # corrupt weights, incompatible configs: report the user's files, on one line
         raise ModelLoadError(f"{label}: cannot load the pipeline ({_one_line(e)})") from e
@@ -400,11 +452,13 @@ def _torch_load_weights_only(path: Path):
 
 
 def _normalize_clip_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Put CLIP text weights under `cond_stage_model.transformer.text_model.*`, the layout diffusers detects."""
+    """Put CLIP text weights under `cond_stage_model.transformer.text_model.*` (SDXL's ViT-L under
+    `conditioner.embedders.0.transformer.text_model.*`), the layouts diffusers detects."""
     out = {}
     for key, value in sd.items():
-        if key.startswith(LDM_CLIP_PREFIX) and not key.startswith(LDM_CLIP_PREFIX + "text_model."):
-            key = LDM_CLIP_PREFIX + "text_model." + key[len(LDM_CLIP_PREFIX) :]
+        for prefix in (LDM_CLIP_PREFIX, SGM_CLIP_PREFIX):
+            if key.startswith(prefix) and not key.startswith(prefix + "text_model."):
+                key = prefix + "text_model." + key[len(prefix) :]
         out[key] = value
     return out
 
@@ -456,9 +510,9 @@ def _diagnose(component: str, sd: dict[str, torch.Tensor], config_dir: Path) -> 
     return None
 
 
-def _check_config_dir(config_dir: Path) -> None:
+def _check_config_dir(config_dir: Path, extra: tuple[str, ...] = ()) -> None:
     needed = ("unet/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json")
-    for rel in needed:
+    for rel in (*needed, *extra):
         if not (config_dir / rel).is_file():
             raise ModelLoadError(f"{config_dir}: not a diffusers config directory (no {rel})")
 
@@ -469,8 +523,10 @@ def _load_single_file(path: Path, kind: Kind, dtype: torch.dtype, config_dir: Pa
     sd = _normalize_clip_keys(_read_checkpoint(path))
     label = str(path)
     if UNET_IN_KEY not in sd:
-        what = "; SDXL/SD3 layouts are not supported" if any(k.startswith("conditioner.") for k in sd) else ""
+        what = "; SD 3 layouts are not supported" if any(k.startswith("text_encoders.") for k in sd) else ""
         raise ModelLoadError(f"{label}: not a Stable Diffusion checkpoint in the LDM layout (no {UNET_IN_KEY}){what}")
+    if any(k.startswith("conditioner.embedders.") for k in sd):  # generative-models' layout: SDXL
+        return _load_sdxl_single_file(sd, label, kind, dtype, config_dir)
     _check_kind(int(sd[UNET_IN_KEY].shape[1]), kind, label)
     default_config = config_dir is None
     config_dir = SINGLE_FILE_CONFIGS[kind] if default_config else config_dir
@@ -483,6 +539,83 @@ def _load_single_file(path: Path, kind: Kind, dtype: torch.dtype, config_dir: Pa
     for component, prefixes in LDM_COMPONENTS.items():
         if not any(k.startswith(prefixes) for k in sd):
             raise ModelLoadError(f"{label}: the checkpoint has no weights for {component} ({prefixes[0]}*)")
+    _check_unet_channels(sd, label, config_dir)
+
+    from transformers import CLIPTextModel
+
+    hint = "; the shipped configs are Stable Diffusion 1.x, pass config= for others" if default_config else ""
+    unet, vae, text_encoder = _load_components(
+        sd, label, config_dir, dtype, {"the text encoder": (CLIPTextModel, "text_encoder")}, hint
+    )
+    # the shipped SD 1.5 configs have no tokenizer: CLIP ViT-L/14's is the CLIP BPE shipped in emphasize.assets
+    tokenizer = _single_file_tokenizer(config_dir, "tokenizer", text_encoder.config.max_position_embeddings)
+    return _pipeline_class(kind)(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=_single_file_scheduler(config_dir),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _load_sdxl_single_file(
+    sd: dict[str, torch.Tensor], label: str, kind: Kind, dtype: torch.dtype, config_dir: Path | None
+):
+    """An SDXL base checkpoint (`sd_xl_base_1.0.safetensors` layout: `model.diffusion_model.*`,
+    `first_stage_model.*`, CLIP ViT-L under `conditioner.embedders.0.transformer.*` and OpenCLIP ViT-bigG under
+    `conditioner.embedders.1.model.*`) on the shipped SDXL base configs or on `config_dir`."""
+    if not any(k.startswith(SGM_CLIP_PREFIX) for k in sd):
+        what = (
+            "the SDXL refiner (OpenCLIP only), an image-to-image model"
+            if any(k.startswith("conditioner.embedders.0.model.") for k in sd)
+            else "an SDXL-layout checkpoint without CLIP ViT-L"
+        )
+        raise ModelLoadError(f"{label}: {what}; text-to-image supports SDXL base checkpoints")
+    if kind != "t2i":
+        raise ModelLoadError(f"{label}: an SDXL checkpoint; {KIND_NAMES[kind]} supports Stable Diffusion 1.x layouts")
+    _check_kind(int(sd[UNET_IN_KEY].shape[1]), kind, label)
+    default_config = config_dir is None
+    config_dir = SDXL_CONFIGS if default_config else config_dir
+    _check_config_dir(config_dir, ("text_encoder_2/config.json",))
+    for component, prefix in (
+        ("the VAE", LDM_COMPONENTS["the VAE"]),
+        ("the second text encoder", (SGM_OPEN_CLIP_PREFIX,)),
+    ):
+        if not any(k.startswith(prefix) for k in sd):
+            raise ModelLoadError(f"{label}: the checkpoint has no weights for {component} ({prefix[0]}*)")
+    _check_unet_channels(sd, label, config_dir)
+
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    hint = "; the shipped configs are SDXL base 1.0, pass config= for others" if default_config else ""
+    encoders = {
+        "the text encoder": (CLIPTextModel, "text_encoder"),
+        "the second text encoder": (CLIPTextModelWithProjection, "text_encoder_2"),
+    }
+    unet, vae, text_encoder, text_encoder_2 = _load_components(sd, label, config_dir, dtype, encoders, hint)
+    index_file = config_dir / "model_index.json"
+    index = _read_json(index_file, str(config_dir)) if index_file.is_file() else {}
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        # no tokenizer files with the shipped configs: both SDXL tokenizers are the CLIP BPE, the second padding
+        # with "!" (OpenCLIP's)
+        tokenizer=_single_file_tokenizer(config_dir, "tokenizer", text_encoder.config.max_position_embeddings),
+        tokenizer_2=_single_file_tokenizer(
+            config_dir, "tokenizer_2", text_encoder_2.config.max_position_embeddings, pad_token="!"
+        ),
+        unet=unet,
+        scheduler=_single_file_scheduler(config_dir),
+        force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", True)),
+    )
+
+
+def _check_unet_channels(sd: dict[str, torch.Tensor], label: str, config_dir: Path) -> None:
     unet_channels = _read_json(config_dir / "unet" / "config.json", str(config_dir)).get("in_channels", 4)
     if unet_channels != sd[UNET_IN_KEY].shape[1]:
         raise ModelLoadError(
@@ -490,10 +623,27 @@ def _load_single_file(path: Path, kind: Kind, dtype: torch.dtype, config_dir: Pa
             f"{config_dir} has {unet_channels}"
         )
 
-    import diffusers
+
+def _load_components(
+    sd: dict[str, torch.Tensor],
+    label: str,
+    config_dir: Path,
+    dtype: torch.dtype,
+    text_encoders: dict[str, tuple[type, str]],
+    hint: str,
+) -> list:
+    """The UNet, the VAE and the text encoders of an LDM checkpoint, in that order, on `config_dir`'s configs.
+
+    Args:
+        sd: the checkpoint's tensors.
+        label: the checkpoint, for messages.
+        config_dir: a diffusers directory of component configs.
+        dtype: weights dtype.
+        text_encoders: component name -> (transformers class, subfolder), in pipeline order.
+        hint: appended to a mismatch message (which configs were used).
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     common = dict(config=str(config_dir), local_files_only=True)
     cast = _dtype_kwarg(dtype)
@@ -503,46 +653,46 @@ def _load_single_file(path: Path, kind: Kind, dtype: torch.dtype, config_dir: Pa
             sd, subfolder="unet", extract_ema=True, **common, **cast
         ),
         "the VAE": lambda: AutoencoderKL.from_single_file(sd, subfolder="vae", **common, **cast),
-        "the text encoder": lambda: create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, sd, subfolder="text_encoder", torch_dtype=dtype, **common
-        ),
     }
-    modules = {}
+    for component, (cls, subfolder) in text_encoders.items():
+        loaders[component] = lambda cls=cls, subfolder=subfolder: create_diffusers_clip_model_from_ldm(
+            cls, sd, subfolder=subfolder, torch_dtype=dtype, **common
+        )
+    modules = []
     for component, loader in loaders.items():
         try:
             with _without_empty_fp32_warning():
-                modules[component] = _check_component(loader(), component, label)
+                modules.append(_check_component(loader(), component, label))
         except ModelLoadError:
             raise
         except Exception as e:  # missing keys, shape mismatches, unknown layouts: the checkpoint does not fit
             reason = _diagnose(component, sd, config_dir) or (
                 f"{component} does not match the architecture in {config_dir} ({_one_line(e)})"
             )
-            hint = "; the shipped configs are Stable Diffusion 1.x, pass config= for others" if default_config else ""
             raise ModelLoadError(f"{label}: {reason}{hint}") from e
-    unet, vae, text_encoder = modules.values()
+    return modules
+
+
+def _single_file_scheduler(config_dir: Path):
+    import diffusers
 
     scheduler_config = _read_json(config_dir / "scheduler" / "scheduler_config.json", str(config_dir))
     scheduler_cls = getattr(diffusers, str(scheduler_config.get("_class_name")), None)
     if scheduler_cls is None:
         raise ModelLoadError(f"{config_dir}: unknown scheduler {scheduler_config.get('_class_name')!r}")
-    scheduler = scheduler_cls.from_config(scheduler_config)
-    if (config_dir / "tokenizer" / "vocab.json").is_file() or (config_dir / "tokenizer" / "tokenizer.json").is_file():
-        tokenizer = CLIPTokenizer.from_pretrained(str(config_dir), subfolder="tokenizer", local_files_only=True)
-    else:  # the shipped SD 1.5 configs: CLIP ViT-L/14's tokenizer is the CLIP BPE shipped in emphasize.assets
-        from emphasize.models.tokenizer import load_clip_tokenizer
+    return scheduler_cls.from_config(scheduler_config)
 
-        tokenizer = load_clip_tokenizer(text_encoder.config.max_position_embeddings)
-    return _pipeline_class(kind)(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+
+def _single_file_tokenizer(config_dir: Path, subfolder: str, max_length: int, pad_token: str | None = None):
+    """The config directory's tokenizer files when it has them, else the CLIP BPE shipped in emphasize.assets."""
+    folder = config_dir / subfolder
+    if (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file():
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(str(config_dir), subfolder=subfolder, local_files_only=True)
+    from emphasize.models.tokenizer import load_clip_tokenizer
+
+    return load_clip_tokenizer(max_length, pad_token=pad_token)
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict:

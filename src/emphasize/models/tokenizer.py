@@ -71,14 +71,18 @@ def _tokenizer_dir() -> Path:
     return cache
 
 
-def load_clip_tokenizer(max_length: int = MAX_LENGTH):
+def load_clip_tokenizer(max_length: int = MAX_LENGTH, pad_token: str | None = None):
     """Return the real CLIP BPE tokenizer (`transformers.CLIPTokenizer`, Rust-backed, with offsets), offline.
 
     Args:
         max_length: the model's context length (`model_max_length`), 77 for CLIP.
+        pad_token: the padding token; None keeps OpenAI CLIP's `<|endoftext|>`. SDXL's second tokenizer (OpenCLIP
+            ViT-bigG's) pads with `"!"` (id 0).
     """
     from transformers import CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(str(_tokenizer_dir()), local_files_only=True)
     tok.model_max_length = max_length
+    if pad_token is not None:
+        tok.pad_token = pad_token
     return tok

@@ -45,10 +45,37 @@ def encode_prompt(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Latents `(B, 4, h, w)` -> images `(B, 3, H, W)` in [0, 1] (differentiable; wrap in no_grad if not needed)."""
-    images = vae.decode(latents / vae.config.scaling_factor).sample
-    return (images / 2 + 0.5).clamp(0, 1)
+def decode_latents(vae, latents: torch.Tensor, *, xl: bool = False) -> torch.Tensor:
+    """Latents `(B, 4, h, w)` -> images `(B, 3, H, W)` in [0, 1] (differentiable; wrap in no_grad if not needed).
+
+    Args:
+        vae: the pipeline's `AutoencoderKL`.
+        latents: the sampled latents.
+        xl: decode as `StableDiffusionXLPipeline` does: latents de-normalised with the VAE's `latents_mean` /
+            `latents_std` when its config has them, and a float16 VAE with `force_upcast` (SDXL's VAE overflows in
+            float16) run in float32 for the decode, then put back.
+    """
+    if not xl:
+        images = vae.decode(latents / vae.config.scaling_factor).sample
+        return (images / 2 + 0.5).clamp(0, 1)
+    mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
+    if mean is not None and std is not None:
+        view = (1, len(mean), 1, 1)
+        mean = torch.tensor(mean).view(view).to(latents)
+        std = torch.tensor(std).view(view).to(latents)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        images = vae.decode(latents.to(vae.dtype)).sample
+    finally:
+        if upcast:
+            vae.to(dtype)
+    return (images / 2 + 0.5).clamp(0, 1).to(latents.dtype)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """The conditioning adapter: classifier-free guidance batches and rules (text-to-image CFG, InstructPix2Pix's and
 InstructDiffusion's three-branch rules). A `GuidedBatch` says what the UNet sees in one guided pass and how its
 outputs combine, and it is the one place that calls the UNet (`unet_output`, `predict`): the denoising loop, the
-attention-loss pass and the EDICT chain all go through it, so classifier-free guidance is written once.
+attention-loss pass and the EDICT chain all go through it, so classifier-free guidance is written once. Model
+families with extra UNet inputs (SDXL's pooled text and size ids, `added_cond_kwargs`) carry them per row.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class GuidedBatch:
     image_scale: float = 1.0  # s_I (editing only)
     cond_row: int = 0  # the row with full text (and image) condition: loss pass and attention reporting
     text_rows: tuple[int, ...] = (0,)  # rows conditioned on the (weighted) text: prompt-to-prompt reweighting
+    added_cond: dict[str, torch.Tensor] | None = None  # (R, ...) extra UNet inputs of each row, passed as
+    # `added_cond_kwargs` (SDXL: text_embeds (R, P), time_ids (R, 6)); None for Stable Diffusion 1.x/2.x
 
     def unet_input(self, scaled: torch.Tensor, rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Model input and text condition for `rows` (all rows when None) from scaled latents `(B, 4, h, w)`:
@@ -40,10 +43,24 @@ class GuidedBatch:
             x = torch.cat([x, images], dim=1)  # (R*B, 8, h, w): noisy latent + image
         return x, embeds
 
+    def added_input(self, batch: int, rows: slice | None = None) -> dict[str, torch.Tensor] | None:
+        """`added_cond_kwargs` for `rows` (all when None) and `batch` latents, in `unet_input`'s row order."""
+        if self.added_cond is None:
+            return None
+        rows = rows if rows is not None else slice(None)
+        out = {}
+        for key, value in self.added_cond.items():
+            value = value[rows]  # (R, ...)
+            out[key] = value.repeat_interleave(batch, dim=0) if batch > 1 else value  # (R*B, ...)
+        return out
+
     def unet_output(self, unet, scaled: torch.Tensor, t: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         """The UNet's raw output `(R*B, 4, h, w)` for `rows` of the batch at timestep `t`."""
         x, embeds = self.unet_input(scaled, rows)
-        return unet(x, t, encoder_hidden_states=embeds).sample
+        if self.added_cond is None:
+            return unet(x, t, encoder_hidden_states=embeds).sample
+        added = self.added_input(scaled.shape[0], rows)
+        return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
 
     def predict(self, unet, scaled: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The guided prediction `(B, 4, h, w)` from scaled latents `(B, 4, h, w)` at timestep `t`."""
@@ -51,13 +68,13 @@ class GuidedBatch:
 
     def conditional(self) -> GuidedBatch:
         """The single fully conditional row (the loss pass of A&E-style guidance)."""
+        row = slice(self.cond_row, self.cond_row + 1)
         return GuidedBatch(
-            embeds=self.embeds[self.cond_row : self.cond_row + 1],
-            image_latents=None
-            if self.image_latents is None
-            else self.image_latents[self.cond_row : self.cond_row + 1],
+            embeds=self.embeds[row],
+            image_latents=None if self.image_latents is None else self.image_latents[row],
             rule="none",
             text_scale=1.0,
+            added_cond=None if self.added_cond is None else {k: v[row] for k, v in self.added_cond.items()},
         )
 
     def combine(self, eps: torch.Tensor) -> torch.Tensor:
@@ -77,8 +94,25 @@ class GuidedBatch:
         raise ValueError(f"unknown guidance rule {self.rule!r}")
 
 
-def text_to_image_batch(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> GuidedBatch:
-    """Stable Diffusion CFG: rows (unconditional, conditional); `eps = e_u + s (e_c - e_u)`."""
+def text_to_image_batch(
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    *,
+    added_cond: dict[str, torch.Tensor] | None = None,
+    added_uncond: dict[str, torch.Tensor] | None = None,
+) -> GuidedBatch:
+    """Classifier-free guidance: rows (unconditional, conditional); `eps = e_u + s (e_c - e_u)`.
+
+    Args:
+        cond, uncond: `(1, L, D)` prompt and negative-prompt embeddings.
+        guidance_scale: CFG scale s.
+        added_cond, added_uncond: the extra UNet inputs of each branch (SDXL's `added_cond_kwargs`, `(1, ...)` per
+            key), both or neither.
+    """
+    if (added_cond is None) != (added_uncond is None) or (added_cond and set(added_cond) != set(added_uncond)):
+        raise ValueError("added_cond and added_uncond must be given together, with the same keys")
+    added = None if added_cond is None else {k: torch.cat([added_uncond[k], v]) for k, v in added_cond.items()}
     return GuidedBatch(
         embeds=torch.cat([uncond, cond]),
         image_latents=None,
@@ -86,6 +120,7 @@ def text_to_image_batch(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale
         text_scale=guidance_scale,
         cond_row=1,
         text_rows=(1,),
+        added_cond=added,
     )
 
 
