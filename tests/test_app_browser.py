@@ -23,6 +23,7 @@ if not Path(CHROMIUM).is_file():
     )
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the app extra is not installed: pip install -e '.[app]'")
+sync_api.expect.set_options(timeout=TIMEOUT)  # a busy CPU can be slow to answer even the cheap slider updates
 
 
 def _free_port() -> int:
