@@ -43,7 +43,7 @@ from emphasize.sampling.conditioning import (
     negative_text,
     sdxl_time_ids,
 )
-from emphasize.sampling.denoise import denoise
+from emphasize.sampling.denoise import StepCallback, denoise
 from emphasize.sampling.guidance_rules import GuidedBatch, edit_batch, text_to_image_batch
 from emphasize.tokens import TokenGroup, align_spans, truncation_message
 
@@ -123,6 +123,7 @@ def _run(
     progress: bool,
     settings: dict,
     start: float,
+    callback: StepCallback | None = None,
 ) -> Result:
     """Sample with the method's plan from the seed's noise, decode, and assemble the report (`settings` first)."""
     unet, scheduler = pipe.unet, pipe.scheduler
@@ -144,7 +145,7 @@ def _run(
             stack.enter_context(frozen_parameters(unet))
         latents = denoise(
             unet, scheduler, batch, noise, steps=steps, pre_step=plan.pre_step, progress=progress,
-            before_prediction=None if controller is None else controller.recorder(batch.cond_row),
+            before_prediction=None if controller is None else controller.recorder(batch.cond_row), callback=callback,
         )  # fmt: skip
         if controller is not None:
             controller.set_pass()
@@ -215,6 +216,7 @@ def generate(
     sampling: SamplingConfig | None = None,
     record_attention: bool = True,
     progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> Result:
     """Text-to-image with word weights.
 
@@ -226,6 +228,8 @@ def generate(
         sampling: steps, CFG scale, size, seed, negative prompt.
         record_attention: capture attention during sampling to report each word's attention share and heatmap.
         progress: show a progress bar.
+        callback: called with `(steps done, steps)` after each sampling step; an exception it raises (a cancelled
+            request) stops sampling between steps, with the attention processors restored.
     """
     start = time.perf_counter()
     config = method_config(method, config)
@@ -261,7 +265,7 @@ def generate(
         settings.update(model_family="sdxl", time_ids=[int(v) for v in time_ids[0].tolist()])
     return _run(
         pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
-        record_attention=record_attention, progress=progress, settings=settings, start=start,
+        record_attention=record_attention, progress=progress, settings=settings, start=start, callback=callback,
     )  # fmt: skip
 
 
@@ -362,6 +366,7 @@ def edit(
     sampling: EditSamplingConfig | None = None,
     record_attention: bool = True,
     progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> Result:
     """Instruction editing with word weights (InstructPix2Pix / InstructDiffusion: an 8-channel UNet).
 
@@ -375,6 +380,8 @@ def edit(
         sampling: steps, guidance rule and scales, working size, seed.
         record_attention: capture attention to report each word's attention share and heatmap.
         progress: show a progress bar.
+        callback: called with `(steps done, steps)` after each sampling step; an exception it raises (a cancelled
+            request) stops sampling between steps, with the attention processors restored.
     """
     start = time.perf_counter()
     config = method_config(method, config)
@@ -416,7 +423,7 @@ def edit(
     settings["output_size"] = list(output_size)
     result = _run(
         pipe, weighted, groups, batch, method, config, seed=sampling.seed, latent_hw=(h, w), steps=sampling.steps,
-        record_attention=record_attention, progress=progress, settings=settings, start=start,
+        record_attention=record_attention, progress=progress, settings=settings, start=start, callback=callback,
     )  # fmt: skip
     if result.image.size != output_size:
         # InstructDiffusion fits the edited image back to the input's size (LANCZOS)

@@ -1,4 +1,4 @@
-"""`emphasize` command line: generate | edit | world | train | bench | models.
+"""`emphasize` command line: generate | edit | app | world | train | bench | models.
 
 Only the standard library is imported at module level, so `emphasize --help` is instant; each handler imports
 what it needs. User mistakes print one line `emphasize: error: ...` and exit with code 2, writing nothing.
@@ -233,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="a weighted world prompt (default: chosen by measurement)")
     p.add_argument("--model", default=None, help="text-to-image model (default: the embedded world model)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "app",
+        help="the interactive web app: weight sliders, plain vs the method side by side, attention, edits, SGOOL",
+        description="Start the interactive app (Gradio) on the embedded models unless told otherwise. It binds "
+        "127.0.0.1 (this machine only) unless --host says otherwise, makes no public share link and serves one "
+        "job at a time.",
+    )
+    p.add_argument("--model", default=None, help="text-to-image model (default: the embedded world model)")
+    p.add_argument("--edit-model", default=None, help="instruction-editing model (default: the embedded one)")
+    p.add_argument("--clip", default=None, help="CLIP of SGOOL/DOODL (default: the embedded world CLIP)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=cmd_app)
 
     from emphasize.world.cli import register as register_world
 
@@ -683,6 +698,34 @@ def cmd_edit(args) -> int:
         },
     )
     _write_outputs(args, result, parameters, _label(args.model))
+    return 0
+
+
+def cmd_app(args) -> int:
+    from emphasize.app.server import ServerConfig
+
+    config = ServerConfig(host=args.host, port=args.port)  # a bad host or port is one line, before any loading
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise CLIError('the app needs gradio: pip install -c constraints.txt -e ".[app]"') from None
+    _quiet_libraries()
+    from emphasize.app.handlers import ModelSession
+    from emphasize.app.server import launch
+    from emphasize.models.load import pipeline_geometry
+
+    pipeline_geometry(args.model, "t2i")  # an unsupported layout (SDXL) is refused by name before loading
+    pipeline_geometry(args.edit_model, "edit")
+    if not config.loopback:
+        print(f"emphasize: warning: --host {args.host} makes the app reachable from the network", file=sys.stderr)
+    session = ModelSession(args.model, args.edit_model, args.clip, device=_device(args))
+    try:
+        session.warm(("t2i", "edit"))  # loaded once, before the first request
+        session.clip()
+        print(f"emphasize app: http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+        launch(session, config, quiet=True)
+    finally:
+        session.close()
     return 0
 
 

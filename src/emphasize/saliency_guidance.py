@@ -16,6 +16,7 @@ from emphasize.attention.store import downsampled_size
 from emphasize.prompts import parse_prompt
 from emphasize.sampling.common import tensor_to_pil
 from emphasize.sampling.conditioning import model_family
+from emphasize.sgool.run import StepCallback
 from emphasize.tokens import content_token_indices
 
 STOP_WORDS = frozenset("a an the and of in on at to with its it is are this that".split())  # not salient content
@@ -61,6 +62,7 @@ def optimize(
     height: int | None = None,
     width: int | None = None,
     progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> Result:
     """Optimize the initial latent with SGOOL (global + salient-crop CLIP loss) or DOODL (global CLIP loss).
 
@@ -76,6 +78,8 @@ def optimize(
         height, width: image size (the model's when None).
         progress: a progress bar over the optimisation steps (loss, ETA); Ctrl-C returns the best image so far
             with `report["optimization"]["interrupted"]` set.
+        callback: `callback(step, report) -> bool | None` after each optimisation step (`sgool.run.StepCallback`:
+            the `SGOOLReport` so far); True stops there, keeping the best image so far.
     """
     from emphasize.methods import method_names
     from emphasize.models.load import load_clip
@@ -118,7 +122,7 @@ def optimize(
 
         result = optimize_initial_latent(
             pipe, text, clip_model, clip_tokenizer, saliency_fn, config,
-            generator=generator, height=height, width=width, mode=method, progress=progress,
+            generator=generator, height=height, width=width, mode=method, progress=progress, callback=callback,
         )  # fmt: skip
     report = dict(
         prompt=prompt,

@@ -1,8 +1,9 @@
-"""Pictures for people: per-word attention heatmaps over the image, labelled image grids, atomic PNG writing
-with AUTOMATIC1111's `parameters` text chunk. PIL only."""
+"""Pictures for people: per-word attention heatmaps over the image, labelled image grids, attention-share bar
+charts, atomic PNG writing with AUTOMATIC1111's `parameters` text chunk. PIL only."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -134,3 +135,59 @@ def saliency_figure(image: Image.Image, saliency: torch.Tensor, boxes: Sequence[
     for box in boxes:
         draw.rectangle([box["left"], box["top"], box["right"] - 1, box["bottom"] - 1], outline=(255, 255, 255))
     return image_grid([[image, overlay]], col_labels=["image", f"saliency, {len(boxes)} salient boxes"])
+
+
+SHARE_COLORS = ((150, 150, 150), (230, 120, 20))  # bar colours of the series: before (plain) and after (method)
+
+
+def share_chart(
+    labels: Sequence[str],
+    series: Sequence[Sequence[float]],
+    names: Sequence[str] = ("plain", "method"),
+    title: str = "attention share per word",
+) -> Image.Image:
+    """Grouped bars of each word's attention share (in [0, 1]), one bar per series (e.g. plain vs the method).
+
+    Args:
+        labels: one label per word.
+        series: one sequence of shares per series, each as long as `labels`.
+        names: the series' names, for the legend.
+        title: drawn above the bars.
+    """
+    if any(len(values) != len(labels) for values in series):
+        raise ValueError(f"every series needs {len(labels)} values, one per label")
+    bar, gap, plot_h, left, top, bottom = 22, 26, 150, 44, 34, 34
+    group_w = bar * len(series) + gap
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    names = list(names[: len(series)])
+    legend_w = sum(13 + measure.textlength(name) + 12 for name in names)
+    width = int(max(left + group_w * len(labels) + gap, left + measure.textlength(title) + 16 + legend_w))
+    chart = Image.new("RGB", (width, top + plot_h + bottom), "white")
+    draw = ImageDraw.Draw(chart)
+    draw.text((left, 4), title, fill="black")
+    peak = max([v for values in series for v in values] + [1e-9])
+    top_value = min(1.0, math.ceil(peak * 10 + 1e-9) / 10)  # axis to the next 10 %, at most 100 %
+    tick = 0.1 if top_value <= 0.5 + 1e-9 else 0.2  # grid lines at whole tens of percent
+    for k in range(int(round(top_value / tick)) + 1):  # grid lines and axis labels
+        value = min(top_value, k * tick)
+        y = top + plot_h - round(plot_h * value / top_value)
+        draw.line([(left, y), (width - 4, y)], fill=(225, 225, 225))
+        draw.text((2, y - 6), f"{value:.0%}", fill=(90, 90, 90))
+    x_legend = left + measure.textlength(title) + 16
+    for s, name in enumerate(names):
+        color = SHARE_COLORS[s % len(SHARE_COLORS)]
+        draw.rectangle([x_legend, 6, x_legend + 9, 15], fill=color)
+        draw.text((x_legend + 13, 4), name, fill="black")
+        x_legend += 13 + measure.textlength(name) + 12
+    for i, label in enumerate(labels):
+        x0 = left + gap // 2 + i * group_w
+        for s, values in enumerate(series):
+            value = max(0.0, float(values[i]))
+            y = top + plot_h - round(plot_h * min(value, top_value) / top_value)
+            x = x0 + s * bar
+            draw.rectangle([x, y, x + bar - 3, top + plot_h], fill=SHARE_COLORS[s % len(SHARE_COLORS)])
+            draw.text((x, max(top, y - 12)), f"{value:.0%}", fill="black")
+        short = label if measure.textlength(label) <= group_w else label[: max(3, group_w // 7)] + "…"
+        draw.text((x0, top + plot_h + 6), short, fill="black")
+    draw.line([(left, top + plot_h), (width - 4, top + plot_h)], fill="black")
+    return chart

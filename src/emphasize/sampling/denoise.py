@@ -14,6 +14,7 @@ from emphasize.sampling.guidance_rules import GuidedBatch
 
 PreStepHook = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]  # (z_t, step index, timestep) -> z_t
 StepHook = Callable[[int], None]  # step index -> None, called just before the step's guided prediction
+StepCallback = Callable[[int, int], None]  # (steps done, steps in all) -> None, called after each scheduler step
 
 
 def input_scale(scheduler, latents: torch.Tensor, t: torch.Tensor) -> float:
@@ -33,6 +34,7 @@ def denoise(
     pre_step: PreStepHook | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Sample latents from unit Gaussian `noise` `(1, 4, h, w)`.
 
@@ -47,6 +49,8 @@ def denoise(
         pre_step: optional hook that returns an optimized z_t before the step's prediction.
         generator: for stochastic schedulers (Euler ancestral).
         progress: show a progress bar.
+        callback: called with `(steps done, steps)` after each step (progress reports; an exception it raises
+            stops sampling between steps).
     """
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
@@ -63,4 +67,6 @@ def denoise(
             eps = batch.predict(unet, scheduler.scale_model_input(latents, t), t)
         # 3. scheduler step
         latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
+        if callback is not None:
+            callback(i + 1, steps)
     return latents

@@ -35,6 +35,7 @@ from emphasize.sgool.crops import Box, salient_boxes, salient_crops
 from emphasize.sgool.optimizer import SGOOLConfig, doodl_update
 
 SaliencyFn = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, H, W) in [0, 1] -> maps (B, 1, H, W) in [0, 1]
+StepCallback = Callable[[int, "SGOOLReport"], bool | None]  # (step, report so far) -> True to stop
 MODES = ("sgool", "doodl")
 
 
@@ -99,6 +100,7 @@ def optimize_initial_latent(
     width: int | None = None,
     mode: str = "sgool",
     progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> SGOOLResult:
     """Optimise the initial latent with SGOOL (global + salient crops) or DOODL (global only).
 
@@ -117,6 +119,9 @@ def optimize_initial_latent(
         mode: `sgool` or `doodl`.
         progress: show a progress bar over the optimisation steps (loss, best loss, ETA), and an estimate of the
             whole run after the first step when it exceeds a minute.
+        callback: called as `callback(step, report)` after each step's latent was evaluated (its loss, boxes and
+            the best so far are in `report`); returning True stops the optimisation there and returns the best
+            latent seen (`report.stopped` says so). A live loss curve and cancellation between steps.
 
     Ctrl-C during the optimisation stops it and returns the best latent seen so far (`report.interrupted`); Ctrl-C
     before the first latent was evaluated propagates.
@@ -221,6 +226,12 @@ def optimize_initial_latent(
             if best_image is None or value < report.best_loss:
                 report.best_step, report.best_loss = m, value
                 best_latent, best_image = z.detach().clone(), images[:1].detach().float().cpu()
+            if callback is not None and callback(m, report) and wants_grad:
+                report.stopped = (
+                    f"stopped by the caller at step {m}; the best latent (step {report.best_step}) was kept"
+                )
+                report.step_seconds.append(time.perf_counter() - tick)
+                break
             if not wants_grad:
                 report.step_seconds.append(time.perf_counter() - tick)
                 break
