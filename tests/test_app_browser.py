@@ -1,5 +1,6 @@
 """The app end to end in a real browser: Debian's chromium driven by Playwright, against the app served on a free
-port of 127.0.0.1 over the embedded models. Saves a screenshot of each tab to docs/ (used by the README) when EMPHASIZE_SCREENSHOTS=1."""
+port of 127.0.0.1 over the embedded models. Saves a screenshot of each tab to docs/ (used by the README) when
+EMPHASIZE_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
