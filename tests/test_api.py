@@ -236,3 +236,19 @@ def test_attend_excite_can_take_the_head_noun_of_each_marked_phrase(tiny_t2i):
     assert len(last.report["guidance"]["steps"][0]["peaks"]) == 1  # only `circle`
     with pytest.raises(ValueError, match="subject_tokens='first'"):
         AttendExciteConfig(subject_tokens="first")
+
+
+def test_the_report_is_the_typed_run_report_serialised(tiny_t2i):
+    import json
+
+    from emphasize.report import RunReport, WordReport
+
+    result = api.generate(tiny_t2i, "a (red:2) circle and a [blue] square", method="importance",
+                          sampling=SamplingConfig(steps=2), record_attention=True)  # fmt: skip
+    record = result.record
+    assert isinstance(record, RunReport) and all(isinstance(w, WordReport) for w in record.words)
+    assert [(w.text, w.weight) for w in record.words] == [("red", 2.0), ("blue", pytest.approx(1 / 1.1))]
+    assert record.guidance_steps and record.method == "importance" and record.steps == 2
+    assert result.report == record.to_dict() and json.dumps(result.report) == json.dumps(record.to_dict())
+    keys = list(result.report)
+    assert keys[-8:] == ["seed", "steps", "scheduler", "method", "config", "words", "guidance", "seconds"]

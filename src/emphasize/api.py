@@ -25,7 +25,7 @@ from emphasize.guidance import frozen_parameters
 from emphasize.methods import MethodInputs, get_method
 from emphasize.optimize import GuidanceDiagnostics
 from emphasize.prompts import WeightedPrompt, parse_prompt
-from emphasize.report import attention_heatmaps, attention_shares
+from emphasize.report import RunReport, WordReport, attention_heatmaps, attention_shares
 from emphasize.sampling.common import (
     decode_latents,
     encode_image_condition,
@@ -57,6 +57,7 @@ class Result:
     report: dict  # method, seed, steps, seconds, words (text, weight, tokens, attention_share), guidance log
     heatmaps: torch.Tensor | None = None  # (G, h, w) per-word attention at latent size, in [0, 1]
     groups: list[TokenGroup] = field(default_factory=list)  # the weighted words and their token positions
+    record: RunReport | None = None  # the typed report `report` serialises (generate/edit; None for SGOOL/DOODL)
 
 
 def size_multiple(pipe) -> int:
@@ -154,27 +155,29 @@ def _run(
             shares = attention_shares(controller.store, [g.token_indices for g in groups], num_tokens)
             heatmaps = attention_heatmaps(controller.store, [g.token_indices for g in groups], latent_hw)
     # 3. decode and report
-    words = [
-        dict(text=g.text, weight=g.weight, tokens=list(g.token_indices), attention_share=None if shares is None else s)
+    words = tuple(
+        WordReport(g.text, g.weight, tuple(g.token_indices), None if shares is None else s)
         for g, s in zip(groups, shares or [None] * len(groups), strict=True)
-    ]
+    )
     if not torch.isfinite(latents).all():
         raise ValueError(
             "sampling produced NaN/inf latents (is a guidance step size too large?); no image was written"
         )
     image = tensor_to_pil(decode_latents(pipe.vae, latents, xl=model_family(pipe) == "sdxl"))[0]
-    report = dict(
-        **settings,
+    record = RunReport(
+        settings=settings,
         seed=seed,
         steps=steps,
         scheduler=type(scheduler).__name__,
         method=method,
         config=asdict(config),
         words=words,
-        guidance=dict(steps=[asdict(d) for d in diagnostics.steps], stopped_early=diagnostics.stopped_early),
+        guidance_steps=tuple(diagnostics.steps),
+        stopped_early=diagnostics.stopped_early,
         seconds=round(time.perf_counter() - start, 3),
     )
-    return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups)
+    report = record.to_dict()
+    return Result(image=image, latents=latents, report=report, heatmaps=heatmaps, groups=groups, record=record)
 
 
 class EmphasizeWarning(UserWarning):

@@ -1,14 +1,49 @@
-"""What a run reports about attention: each word's share of the cross-attention mass, per-word heatmaps, and
-AUTOMATIC1111-style `parameters` text for PNG files."""
+"""What a run reports: the typed run report (`RunReport`, serialised to the report JSON), each word's share of the
+cross-attention mass, per-word heatmaps, and AUTOMATIC1111-style `parameters` text for PNG files."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from emphasize.attention.store import AttentionStore, downsampled_size
+
+
+@dataclass(frozen=True)
+class WordReport:
+    """One weighted word or phrase of the prompt."""
+
+    text: str  # the word or phrase as the prompt wrote it
+    weight: float  # its weight
+    tokens: tuple[int, ...]  # its text positions (SOT at 0)
+    attention_share: float | None = None  # its share of the prompt tokens' attention mass (None: not recorded)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one `generate` / `edit` run did, typed; `to_dict()` is the report JSON (`Result.report`, `--report`)."""
+
+    settings: dict[str, Any]  # the caller's settings (prompt sizes, guidance scales, model family, ...), first
+    seed: int  # the noise seed
+    steps: int  # sampling steps
+    scheduler: str  # the scheduler's class name
+    method: str  # the method's registry name
+    config: dict[str, Any]  # the method config as a dict (`dataclasses.asdict`)
+    words: tuple[WordReport, ...]  # the weighted words in prompt order
+    guidance_steps: tuple[Any, ...]  # `optimize.StepDiagnostics` of each guided step (empty without guidance)
+    stopped_early: str | None  # why guidance stopped early, or None
+    seconds: float  # wall time of the run
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report JSON: the settings first, then the run's fields (the layout every consumer reads)."""
+        words = [dict(asdict(w), tokens=list(w.tokens)) for w in self.words]
+        guidance = dict(steps=[asdict(d) for d in self.guidance_steps], stopped_early=self.stopped_early)
+        return dict(**self.settings, seed=self.seed, steps=self.steps, scheduler=self.scheduler, method=self.method,
+                    config=self.config, words=words, guidance=guidance, seconds=self.seconds)  # fmt: skip
 
 
 def attention_shares(store: AttentionStore, groups: Sequence[Sequence[int]], num_tokens: int) -> list[float]:
