@@ -204,6 +204,75 @@ def _shares_table(words: list[dict], method: str) -> str:
     return "\n".join(rows)
 
 
+@dataclass
+class _PairPanel:
+    """The side-by-side outputs of a plain vs method job: the two images, per-word heatmaps, the share chart and
+    table, the report and the downloads (the edit tab adds its working-size input image)."""
+
+    plain: gr.Image
+    method: gr.Image
+    heatmaps: gr.Gallery
+    chart: gr.Image
+    shares: gr.Markdown
+    report: gr.JSON
+    files: gr.File
+    input: gr.Image | None = None  # edits: the input at its working size
+
+    def outputs(self) -> list[gr.components.Component]:
+        head = [] if self.input is None else [self.input]
+        return head + [self.plain, self.method, self.heatmaps, self.chart, self.shares, self.report, self.files]
+
+    def show(self, result: h.PairResult, method: str) -> dict:
+        """The updates that show one `PairResult` of `method`."""
+        head = {} if self.input is None else {self.input: _show(result.input_image)}
+        return head | {
+            self.plain: gr.update(value=_show(result.plain.image), label="plain"),
+            self.method: gr.update(value=_show(result.method.image), label=method),
+            self.heatmaps: _show_all(result.heatmaps),
+            self.chart: result.chart,
+            self.shares: _shares_table(result.words, method),
+            self.report: result.report,
+            self.files: [str(p) for p in result.files],
+        }
+
+
+def _pair_panel(tab: str, with_input: bool = False) -> _PairPanel:
+    """Lay out the pair outputs with elem ids `{tab}-plain`, `{tab}-method-image`, ...; `with_input` puts the
+    job's input image (`{tab}-input`, the edit tab's working-size input) at the head of the image row."""
+
+    def image(label: str, name: str) -> gr.Image:
+        return gr.Image(
+            label=label, format="png", interactive=False, height=256, elem_id=f"{tab}-{name}",
+            elem_classes="pixelated",
+        )  # fmt: skip
+
+    with gr.Row():
+        source = image("input (working size)", "input") if with_input else None
+        plain, method = image("plain", "plain"), image("method", "method-image")
+    with gr.Row():
+        heatmaps = gr.Gallery(
+            label="attention per word (plain | method)", columns=4, format="png", height=300,
+            elem_id=f"{tab}-heatmaps", elem_classes="pixelated",
+        )  # fmt: skip
+        with gr.Column():
+            chart = gr.Image(label="attention share", format="png", interactive=False, elem_id=f"{tab}-chart")
+            shares = gr.Markdown("", elem_id=f"{tab}-shares")
+    with gr.Accordion("report and downloads", open=False):
+        files = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id=f"{tab}-files")
+        report = gr.JSON(label="report", elem_id=f"{tab}-report")
+    return _PairPanel(plain, method, heatmaps, chart, shares, report, files, source)
+
+
+def _run_job(job: Callable[[], Any]) -> Any:
+    """Run a handler job; its cancellation and its one-line errors become the page's error message."""
+    try:
+        return job()
+    except h.Cancelled:
+        raise gr.Error("cancelled") from None
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
+
+
 def _number(value, name: str, kind: type = int):
     if value is None or value == "":
         raise gr.Error(f"{name} needs a value")
@@ -280,26 +349,7 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                     generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
                     cancel = gr.Button("Cancel", elem_id="t2i-cancel")
                 status = gr.Markdown("", elem_id="t2i-status")
-                with gr.Row():
-                    plain_img = gr.Image(
-                        label="plain", format="png", interactive=False, height=256, elem_id="t2i-plain",
-                        elem_classes="pixelated",
-                    )  # fmt: skip
-                    method_img = gr.Image(
-                        label="method", format="png", interactive=False, height=256, elem_id="t2i-method-image",
-                        elem_classes="pixelated",
-                    )  # fmt: skip
-                with gr.Row():
-                    heat = gr.Gallery(
-                        label="attention per word (plain | method)", columns=4, format="png", height=300,
-                        elem_id="t2i-heatmaps", elem_classes="pixelated",
-                    )  # fmt: skip
-                    with gr.Column():
-                        chart = gr.Image(label="attention share", format="png", interactive=False, elem_id="t2i-chart")
-                        shares = gr.Markdown("", elem_id="t2i-shares")
-                with gr.Accordion("report and downloads", open=False):
-                    files = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="t2i-files")
-                    report = gr.JSON(label="report", elem_id="t2i-report")
+                t2i_pair = _pair_panel("t2i")
                 with gr.Row():
                     sweep_word = gr.Dropdown([], label="sweep word", elem_id="t2i-sweep-word")
                     sweep_weights = gr.Textbox(SWEEP_DEFAULT, label="sweep weights", elem_id="t2i-sweep-weights")
@@ -343,34 +393,7 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                     run_edit = gr.Button("Edit", variant="primary", elem_id="edit-run")
                     edit_cancel = gr.Button("Cancel", elem_id="edit-cancel")
                 edit_status = gr.Markdown("", elem_id="edit-status")
-                with gr.Row():
-                    edit_input = gr.Image(
-                        label="input (working size)", format="png", interactive=False, height=256,
-                        elem_id="edit-input", elem_classes="pixelated",
-                    )  # fmt: skip
-                    edit_plain = gr.Image(
-                        label="plain", format="png", interactive=False, height=256, elem_id="edit-plain",
-                        elem_classes="pixelated",
-                    )  # fmt: skip
-                    edit_method = gr.Image(
-                        label="method", format="png", interactive=False, height=256, elem_id="edit-method-image",
-                        elem_classes="pixelated",
-                    )  # fmt: skip
-                with gr.Row():
-                    edit_heat = gr.Gallery(
-                        label="attention per word (plain | method)", columns=4, format="png", height=300,
-                        elem_id="edit-heatmaps", elem_classes="pixelated",
-                    )  # fmt: skip
-                    with gr.Column():
-                        edit_chart = gr.Image(
-                            label="attention share", format="png", interactive=False, elem_id="edit-chart"
-                        )
-                        edit_shares = gr.Markdown("", elem_id="edit-shares")
-                with gr.Accordion("report and downloads", open=False):
-                    edit_files = gr.File(
-                        label="downloads", file_count="multiple", interactive=False, elem_id="edit-files"
-                    )
-                    edit_report = gr.JSON(label="report", elem_id="edit-report")
+                edit_pair = _pair_panel("edit", with_input=True)
 
             # --- SGOOL / DOODL ------------------------------------------------------------------------------
             with gr.Tab("SGOOL / DOODL", id="sgool", elem_id="tab-sgool"):
@@ -450,26 +473,12 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
         def run_t2i(values: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
             job = t2i_request(values)
             control = session.new_control(request.session_hash, _progress(progress))
-            try:
-                result = session.text_to_image(job, control)
-            except h.Cancelled:
-                raise gr.Error("cancelled") from None
-            except ValueError as err:
-                raise gr.Error(str(err)) from None
-            name = job.method
+            result = _run_job(lambda: session.text_to_image(job, control))
             cached = " (plain from the cache)" if result.plain_cached else ""
-            return {
-                plain_img: gr.update(value=_show(result.plain.image), label="plain"),
-                method_img: gr.update(value=_show(result.method.image), label=name),
-                heat: _show_all(result.heatmaps),
-                chart: result.chart,
-                shares: _shares_table(result.words, name),
-                report: result.report,
-                files: [str(p) for p in result.files],
-                status: f"plain and {name}, seed {job.seed}: {result.seconds:.2f} s{cached}",
-            }
+            status_line = f"plain and {job.method}, seed {job.seed}: {result.seconds:.2f} s{cached}"
+            return t2i_pair.show(result, job.method) | {status: status_line}
 
-        outputs = [plain_img, method_img, heat, chart, shares, report, files, status]
+        outputs = [*t2i_pair.outputs(), status]
         gen_event = generate.click(
             run_t2i, t2i_form, outputs, concurrency_id=JOB_GROUP, concurrency_limit=1, api_name="generate"
         )
@@ -484,12 +493,7 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
             except ValueError:
                 raise gr.Error(f"sweep weights {values[sweep_weights]!r}: give numbers separated by commas") from None
             control = session.new_control(request.session_hash, _progress(progress))
-            try:
-                result = session.sweep(job, int(index), weights, control)
-            except h.Cancelled:
-                raise gr.Error("cancelled") from None
-            except ValueError as err:
-                raise gr.Error(str(err)) from None
+            result = _run_job(lambda: session.sweep(job, int(index), weights, control))
             return _show_all(result.images)
 
         sweep_event = sweep.click(
@@ -529,30 +533,12 @@ def build_app(session: h.ModelSession, *, upload_root: str | None = None) -> gr.
                 image_scale=None if values[image_scale] is None else float(values[image_scale]),
             )
             control = session.new_control(request.session_hash, _progress(progress))
-            try:
-                image = session.load_upload(path, upload_root)
-                result = session.edit(job, image, control)
-            except h.Cancelled:
-                raise gr.Error("cancelled") from None
-            except ValueError as err:
-                raise gr.Error(str(err)) from None
+            result = _run_job(lambda: session.edit(job, session.load_upload(path, upload_root), control))
             cached = " (plain from the cache)" if result.plain_cached else ""
-            return {
-                edit_input: _show(result.input_image),
-                edit_plain: _show(result.plain.image),
-                edit_method: gr.update(value=_show(result.method.image), label=job.method),
-                edit_heat: _show_all(result.heatmaps),
-                edit_chart: result.chart,
-                edit_shares: _shares_table(result.words, job.method),
-                edit_report: result.report,
-                edit_files: [str(p) for p in result.files],
-                edit_status: f"plain and {job.method} edits, seed {job.seed}: {result.seconds:.2f} s{cached}",
-            }
+            status_line = f"plain and {job.method} edits, seed {job.seed}: {result.seconds:.2f} s{cached}"
+            return edit_pair.show(result, job.method) | {edit_status: status_line}
 
-        edit_outputs = [
-            edit_input, edit_plain, edit_method, edit_heat, edit_chart, edit_shares, edit_report, edit_files,
-            edit_status,
-        ]  # fmt: skip
+        edit_outputs = [*edit_pair.outputs(), edit_status]
         edit_event = run_edit.click(
             run_edit_job, edit_form, edit_outputs, concurrency_id=JOB_GROUP, concurrency_limit=1, api_name="edit"
         )

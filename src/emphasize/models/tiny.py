@@ -41,6 +41,18 @@ def sd_layout_config(seed: int = 0, attention_gain: float = 1.0) -> TinyConfig:
     )
 
 
+def _sharpen_cross_attention(unet, gain: float) -> None:
+    """Scale the query and key weights of every cross-attention layer by `gain` (logits by gain^2), so random
+    weights give peaked rather than uniform attention maps."""
+    import torch
+
+    with torch.no_grad():
+        for module in unet.modules():
+            if getattr(module, "is_cross_attention", False):
+                module.to_q.weight.mul_(gain)
+                module.to_k.weight.mul_(gain)
+
+
 def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
     """Build a tiny `StableDiffusionPipeline` (4-channel UNet) or `StableDiffusionInstructPix2PixPipeline` (8).
 
@@ -77,11 +89,7 @@ def tiny_pipeline(config: TinyConfig | None = None, scheduler: str = "ddim"):
         attention_head_dim=config.attention_heads,
         norm_num_groups=16,
     )
-    with torch.no_grad():
-        for module in unet.modules():
-            if getattr(module, "is_cross_attention", False):
-                module.to_q.weight.mul_(config.attention_gain)
-                module.to_k.weight.mul_(config.attention_gain)
+    _sharpen_cross_attention(unet, config.attention_gain)
     vae_widths = (
         (16, 32, 32, 32)[: config.vae_levels] if config.vae_levels <= 4 else (16,) + (32,) * (config.vae_levels - 1)
     )
@@ -188,11 +196,7 @@ def tiny_sdxl_pipeline(config: TinySDXLConfig | None = None, scheduler: str = "e
         projection_class_embeddings_input_dim=6 * config.time_embed_dim + config.projection_dim,
         norm_num_groups=16,
     )
-    with torch.no_grad():
-        for module in unet.modules():
-            if getattr(module, "is_cross_attention", False):
-                module.to_q.weight.mul_(config.attention_gain)
-                module.to_k.weight.mul_(config.attention_gain)
+    _sharpen_cross_attention(unet, config.attention_gain)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
