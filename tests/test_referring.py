@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from emphasize.bench.suites import load_suite, referring_item
 from emphasize.world import blend_mask, draw_ring, object_masks, render
@@ -99,3 +100,19 @@ def test_a_world_refer_run_scores_where_the_edit_landed(tmp_path):
     assert len(rows) == 4
     assert all(r["metrics"]["landed"] in ("referred", "distractor", "nowhere", "both") for r in rows)
     assert all(r["emphasized"][0]["weight"] == 2.0 for r in rows)
+
+
+def test_the_guidance_rule_reaches_the_edit_suites_and_is_checked(tmp_path):
+    from emphasize.bench.runner import QualityConfig, read_rows, run_quality
+
+    with pytest.raises(ValueError, match="guidance_rule='cfg'"):
+        QualityConfig("world-refer", ("plain",), guidance_rule="cfg")
+    with pytest.raises(ValueError, match="for the edit suites only, not world-t2i"):
+        QualityConfig("world-t2i", ("plain",), guidance_rule="ip2p")
+    images = {}
+    for rule in ("ip2p", "instructdiffusion"):
+        config = QualityConfig("world-refer", ("plain",), seeds=1, prompts=1, steps=2, guidance_rule=rule)
+        run_quality(config, tmp_path / rule, progress=False)
+        (row,) = read_rows(tmp_path / rule)
+        images[rule] = np.asarray(Image.open(tmp_path / rule / row["image"]), dtype=np.int16)
+    assert np.abs(images["ip2p"] - images["instructdiffusion"]).mean() > 0.5

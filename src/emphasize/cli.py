@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--opt-steps", type=int, default=10, help="SGOOL/DOODL optimisation steps (default 10)")
     p.add_argument("--opt-sampling-steps", type=int, default=10, help="SGOOL/DOODL EDICT steps (default 10)")
+    p.add_argument(
+        "--guidance-rule",
+        choices=("ip2p", "instructdiffusion"),
+        default=None,
+        help="world-edit/world-refer: three-branch guidance rule (default ip2p)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the row count and an estimated time, run nothing")
     p.add_argument("--out", required=True, help="run directory (rows, images, run.json)")
@@ -762,7 +768,7 @@ def cmd_bench_quality(args) -> int:
         weight=args.weight, model=args.model, clip=args.clip, steps=args.steps, guidance_scale=args.guidance_scale,
         attention_factor=args.attention_factor, scale_factor=args.scale_factor, softmax_over=args.softmax_over,
         prominence=args.prominence, subject_tokens=args.subject_tokens,
-        opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps,
+        opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps, guidance_rule=args.guidance_rule,
     )  # fmt: skip
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -56,6 +56,7 @@ class QualityConfig:
     subject_tokens: str | None = None  # attend-excite: "all" or "last" token of each marked phrase; None: default
     opt_steps: int = 10  # SGOOL/DOODL optimisation steps
     opt_sampling_steps: int = 10  # SGOOL/DOODL EDICT chain steps
+    guidance_rule: str | None = None  # edit suites' three-branch rule, "ip2p" or "instructdiffusion"; None: ip2p
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -74,6 +75,13 @@ class QualityConfig:
             raise ValueError(f"seeds={self.seeds} must be in [1, {SEED_STRIDE}]")
         if not (np.isfinite(self.weight) and 0 <= self.weight <= 100):
             raise ValueError(f"weight={self.weight} must be in [0, 100]")
+        if self.guidance_rule is not None:
+            from emphasize.sampling.guidance_rules import GUIDANCE_RULES
+
+            if self.guidance_rule not in GUIDANCE_RULES:
+                raise ValueError(f"guidance_rule={self.guidance_rule!r} must be one of {', '.join(GUIDANCE_RULES)}")
+            if self.suite not in EDIT_SUITES:
+                raise ValueError(f"guidance_rule={self.guidance_rule!r} is for the edit suites only, not {self.suite}")
         if self.softmax_over not in (None, "all", "prompt"):
             raise ValueError(f"softmax_over={self.softmax_over!r} must be 'all' or 'prompt'")
         if self.scale_factor is not None and not (np.isfinite(self.scale_factor) and self.scale_factor >= 0):
@@ -233,7 +241,9 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
 
         task = world_task(spec.item)
         image_scale = models.card.get("image_guidance_scale", 1.5)
-        sampling = EditSamplingConfig(steps=steps, text_scale=scale, image_scale=image_scale, seed=spec.seed)
+        rule = config.guidance_rule or "ip2p"
+        sampling = EditSamplingConfig(steps=steps, guidance_rule=rule, text_scale=scale, image_scale=image_scale,
+                                      seed=spec.seed)  # fmt: skip
         return edit(models.pipe, Image.fromarray(task.input), prompt, method=spec.method, config=method_cfg,
                     sampling=sampling, record_attention=False)  # fmt: skip
     sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=spec.seed)
