@@ -100,6 +100,30 @@ def test_a_world_refer_run_scores_where_the_edit_landed(tmp_path):
     assert len(rows) == 4
     assert all(r["metrics"]["landed"] in ("referred", "distractor", "nowhere", "both") for r in rows)
     assert all(r["emphasized"][0]["weight"] == 2.0 for r in rows)
+    for r in rows:
+        m = r["metrics"]
+        assert 0 <= m["word_mass_referred"] <= 1 and 0 <= m["word_mass_distractor"] <= 1
+        assert m["word_mass_referred"] + m["word_mass_distractor"] <= 1 + 1e-6  # the two masks do not overlap
+        assert m["word_mass_chance"] == object_masks(referring_item(r["index"]).task.scene)[
+            referring_item(r["index"]).target].mean()  # fmt: skip
+        assert m["word_pointing"] in (0.0, 1.0)
+
+
+def test_referring_grounding_reads_a_map_on_the_referred_object():
+    import torch
+    import torch.nn.functional as F
+
+    from emphasize.bench.runner import referring_grounding
+
+    item = referring_item(3)
+    masks = object_masks(item.task.scene)
+    on_target = F.avg_pool2d(torch.from_numpy(masks[item.target].astype(np.float32))[None], 4)[0]  # (16, 16)
+    scores = referring_grounding(item, on_target)
+    assert scores["word_mass_referred"] > 0.6 and scores["word_pointing"] == 1.0
+    assert scores["word_mass_distractor"] < 0.05
+    assert scores["word_mass_chance"] == pytest.approx(masks[item.target].mean())
+    uniform = referring_grounding(item, torch.ones(16, 16))
+    assert uniform["word_mass_referred"] == pytest.approx(uniform["word_mass_chance"], abs=1e-6)
 
 
 def test_the_guidance_rule_reaches_the_edit_suites_and_is_checked(tmp_path):

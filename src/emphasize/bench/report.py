@@ -28,7 +28,18 @@ METHOD_ORDER = ("plain", "embed", "reweight", "attend-excite", "importance", "do
 SCALAR_METRICS = {  # suite -> metrics reported (in this order), when present
     "world-t2i": ("weighted_found", "other_found", "all_present", "binding", "object_recall", "clip_score"),
     "world-edit": ("success", "mask_iou", "keypoint_error", "keypoint_found", "psnr", "preservation_psnr"),
-    "world-refer": ("on_referred", "on_distractor", "success", "mask_iou", "keypoint_error", "preservation_psnr"),
+    "world-refer": (
+        "on_referred",
+        "on_distractor",
+        "success",
+        "mask_iou",
+        "keypoint_error",
+        "preservation_psnr",
+        "word_mass_referred",
+        "word_mass_distractor",
+        "word_mass_chance",
+        "word_pointing",
+    ),
     "world-grounding": ("found_normal", "found_without_words", "found_without_padding", "clip_score"),
 }
 DEFAULT_METRICS = ("clip_score",)

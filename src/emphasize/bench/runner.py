@@ -245,7 +245,7 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
         sampling = EditSamplingConfig(steps=steps, guidance_rule=rule, text_scale=scale, image_scale=image_scale,
                                       seed=spec.seed)  # fmt: skip
         return edit(models.pipe, Image.fromarray(task.input), prompt, method=spec.method, config=method_cfg,
-                    sampling=sampling, record_attention=False)  # fmt: skip
+                    sampling=sampling, record_attention=config.suite == "world-refer")  # fmt: skip
     sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=spec.seed)
     return generate(models.pipe, prompt, method=spec.method, config=method_cfg, sampling=sampling,
                     record_attention=False)  # fmt: skip
@@ -261,6 +261,20 @@ def world_task(item: SuiteItem):
     family = item.extra["task"]
     task = task_of_kind(family, item.extra["kind"], item.world_seed, sample_task)
     return task
+
+
+def referring_grounding(item, heatmap) -> dict:
+    """Grounding of the discriminating word's cross-attention (`(h, w)`, all levels averaged, as captured while
+    editing) on the input scene's referred object and distractor: the share of its mass inside each object's mask,
+    the referred mask's area share (chance) and the pointing game (its peak inside the referred object)."""
+    from emphasize.bench.testbed import map_grounding
+    from emphasize.world import object_masks
+
+    masks = object_masks(item.task.scene, item.task.size)
+    inside, _, chance, pointing = map_grounding(heatmap, masks[item.target])
+    on_distractor = map_grounding(heatmap, masks[item.distractor])[0]
+    return dict(word_mass_referred=inside, word_mass_distractor=on_distractor, word_mass_chance=chance,
+                word_pointing=pointing)  # fmt: skip
 
 
 def world_t2i_metrics(item: SuiteItem, image) -> dict:
@@ -360,7 +374,9 @@ def run_row(models: Models, spec: RowSpec, config: QualityConfig, out: Path) -> 
         from emphasize.bench.suites import referring_item
         from emphasize.world.referring import landing
 
-        metrics.update(landing(referring_item(spec.item.index), np.asarray(image.convert("RGB"))))
+        referring = referring_item(spec.item.index)
+        metrics.update(landing(referring, np.asarray(image.convert("RGB"))))
+        metrics.update(referring_grounding(referring, result.heatmaps[0]))
     if models.clip is not None:
         metrics["clip_score"] = clip_score(models.clip, image, spec.item.prompt)
     image_path = Path("images") / f"{spec.key}.png"
