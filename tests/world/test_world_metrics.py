@@ -83,6 +83,15 @@ def test_find_ring_centre(centre):
     assert find_ring(ringed, img, "blue") is None
 
 
+def test_find_ring_gives_none_for_changes_that_fit_no_ring_in_the_image():
+    img = np.full((64, 64, 3), BACKGROUND, dtype=np.uint8)
+    shallow = draw_ring(img, (32.0, 150.0), 120.0, 1.9, "red")  # a shallow red arc across the image
+    assert find_ring(shallow, img, "red") is None  # its circle's centre lies outside the image: no ring
+    arc = draw_ring(img, (32.0, 32.0), 4.5, 1.9, "red")
+    arc[:, 33:] = img[:, 33:]  # half a ring still fits its circle
+    assert math.dist(find_ring(arc, img, "red"), (32.0, 32.0)) < 1.0
+
+
 def test_keypoint_error_is_the_ring_offset():
     item = sample_task("keypoint", 11)
     x, y = item.edit.point[0] * 64, item.edit.point[1] * 64

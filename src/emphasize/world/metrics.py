@@ -177,7 +177,8 @@ def find_ring(output, input, colour: str, min_contrast: float = 40.0, min_pixels
         input: the task's input image.
         colour (`str`): the ring colour named by the instruction.
         min_contrast (`float`): pixels whose input is closer than this to `colour` are ignored.
-        min_pixels (`int`): fewer ring pixels than this: None.
+        min_pixels (`int`): fewer ring pixels than this: None. None too when the fitted circle's centre lies
+            outside the image or its radius exceeds half the image (the changed pixels are no ring).
     """
     output, input = _pair(output, input)
     gamma = _towards(output, input, colour, min_contrast)
@@ -207,6 +208,9 @@ def find_ring(output, input, colour: str, min_contrast: float = 40.0, min_pixels
             return None
         if np.abs(step).max() < 1e-4:
             break
+    height, width = gamma.shape
+    if not (0 <= cx <= width and 0 <= cy <= height and r <= max(height, width) / 2):
+        return None  # the changed pixels fit no ring inside the image (a stroke or a blob; the fit ran off)
     return (float(cx), float(cy))
 
 
