@@ -19,8 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emphasize.bench.runner import EVAL_START, SEED_STRIDE, QualityConfig, load_models, method_config
-from emphasize.bench.runner import sampling_settings
+from emphasize.bench.runner import (
+    EVAL_START,
+    SEED_STRIDE,
+    QualityConfig,
+    load_models,
+    method_config,
+    sampling_settings,
+)
 from emphasize.bench.suites import load_suite, referring_item
 from emphasize.config import EditSamplingConfig
 from emphasize.visualize import heatmap_overlay, image_grid, save_atomic
