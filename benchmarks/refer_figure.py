@@ -23,12 +23,11 @@ from emphasize.bench.runner import (
     EVAL_START,
     SEED_STRIDE,
     QualityConfig,
+    edit_sampling,
     load_models,
     method_config,
-    sampling_settings,
 )
 from emphasize.bench.suites import load_suite, referring_item
-from emphasize.config import EditSamplingConfig
 from emphasize.visualize import heatmap_overlay, image_grid, save_atomic
 from emphasize.world.referring import landing
 
@@ -41,10 +40,7 @@ def figure_row(models, item, config: QualityConfig, method: str) -> tuple[list[I
 
     referring = referring_item(item.index)
     task = referring.task
-    steps, scale = sampling_settings(config, models.card)
-    sampling = EditSamplingConfig(steps=steps, guidance_rule=config.guidance_rule or "ip2p", text_scale=scale,
-                                  image_scale=models.card.get("image_guidance_scale", 1.5),
-                                  seed=EVAL_START + SEED_STRIDE * item.index)  # fmt: skip
+    sampling = edit_sampling(config, models.card, EVAL_START + SEED_STRIDE * item.index)  # the rows' seed 0
     source = Image.fromarray(task.input)
     results, landed = {}, {}
     for name in ("plain", method):

@@ -205,6 +205,15 @@ def sampling_settings(config: QualityConfig, card: dict) -> tuple[int, float]:
     return int(steps), float(scale)
 
 
+def edit_sampling(config: QualityConfig, card: dict, seed: int):
+    """The `EditSamplingConfig` of an edit-suite row: the run's (or the card's) steps and scales, its rule."""
+    from emphasize.config import EditSamplingConfig
+
+    steps, scale = sampling_settings(config, card)
+    return EditSamplingConfig(steps=steps, guidance_rule=config.guidance_rule or "ip2p", text_scale=scale,
+                              image_scale=card.get("image_guidance_scale", 1.5), seed=seed)  # fmt: skip
+
+
 def clip_score(clip: tuple, image, text: str) -> float:
     """torchmetrics' CLIP score: 100 x max(cos(image, text), 0)."""
     import torch
@@ -222,7 +231,7 @@ def clip_score(clip: tuple, image, text: str) -> float:
 def run_method(models: Models, spec: RowSpec, config: QualityConfig):
     """Make the row's image with its method; returns an `emphasize.api.Result`."""
     from emphasize.api import edit, generate
-    from emphasize.config import EditSamplingConfig, SamplingConfig
+    from emphasize.config import SamplingConfig
 
     steps, scale = sampling_settings(config, models.card)
     prompt = spec.item.weighted_text
@@ -240,12 +249,9 @@ def run_method(models: Models, spec: RowSpec, config: QualityConfig):
         from PIL import Image
 
         task = world_task(spec.item)
-        image_scale = models.card.get("image_guidance_scale", 1.5)
-        rule = config.guidance_rule or "ip2p"
-        sampling = EditSamplingConfig(steps=steps, guidance_rule=rule, text_scale=scale, image_scale=image_scale,
-                                      seed=spec.seed)  # fmt: skip
         return edit(models.pipe, Image.fromarray(task.input), prompt, method=spec.method, config=method_cfg,
-                    sampling=sampling, record_attention=config.suite == "world-refer")  # fmt: skip
+                    sampling=edit_sampling(config, models.card, spec.seed),
+                    record_attention=config.suite == "world-refer")  # fmt: skip
     sampling = SamplingConfig(steps=steps, guidance_scale=scale, seed=spec.seed)
     return generate(models.pipe, prompt, method=spec.method, config=method_cfg, sampling=sampling,
                     record_attention=False)  # fmt: skip
