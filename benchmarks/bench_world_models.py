@@ -7,7 +7,9 @@
 Bars: VAE reconstruction PSNR >= 30 dB; t2i single-object prompts with shape and colour right >= 90% (default DDIM
 steps and CFG from the model card); two/three-object all-present rate and binding reported; editing: recolour
 success >= 80%, segmentation mask IoU >= 0.6, keypoint error <= 4 px, denoise PSNR gain >= 6 dB; world CLIP top-1
-among 10 captions differing in one attribute >= 90%. Writes a JSON of every number (--out).
+among 10 captions differing in one attribute >= 90%. `edit-grounding` (not in the default list) measures how much of
+the referring words' cross-attention lies on the referred object while editing, against chance. Writes a JSON of
+every number (--out).
 """
 
 from __future__ import annotations
@@ -192,6 +194,58 @@ def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
     return result
 
 
+def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:
+    """Grounding of the instruction's referring words (as for text-to-image): the share of their cross-attention
+    mass (all levels averaged, captured over the whole plain edit) inside the referred object's mask, the mask's area
+    share (chance) and the pointing game, over recolour, segment, keypoint and remove items; 95% CIs over items."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from PIL import Image
+
+    from emphasize.api import edit
+    from emphasize.bench.stats import estimate
+    from emphasize.bench.testbed import map_grounding
+    from emphasize.config import EditSamplingConfig
+    from emphasize.prompts import WeightedPrompt, WeightedSpan
+    from emphasize.train.grounding import edit_phrase
+    from emphasize.world import sample_task
+
+    defaults = sampling_defaults(pipe_dir, "edit")
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        str(pipe_dir), dtype=torch.float32, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    cases = {"recolour": ("edit", "recolour"), "segment": ("segment", None), "keypoint": ("keypoint", None),
+             "remove": ("edit", "remove")}  # fmt: skip
+    rows = []
+    for task, kind in cases.values():
+        for i in range(n):
+            item = sample_task(task, EVAL_START + i, 64, kind=kind)
+            phrase = edit_phrase(item)
+            if phrase is None:
+                continue
+            (start, end), mask = phrase
+            text = item.instruction
+            prompt = WeightedPrompt(text, (WeightedSpan(start, end, 1.0, text[start:end]),))
+            sampling = EditSamplingConfig(
+                steps=steps or defaults.get("num_inference_steps", 25),
+                text_scale=defaults.get("guidance_scale", 5.0),
+                image_scale=defaults.get("image_guidance_scale", 1.5),
+                seed=EVAL_START + i,
+            )
+            result = edit(pipe, Image.fromarray(item.input), prompt, method="plain", sampling=sampling)
+            inside, _, chance, pointing = map_grounding(result.heatmaps[0], mask)
+            rows.append((inside, chance, pointing))
+    values = np.array(rows)
+    mass, chance, pointing = (estimate(values[:, k]) for k in range(3))
+    return {
+        "edit_grounding_items": len(rows),
+        "edit_grounding_mass_inside": [mass.mean, mass.low, mass.high],
+        "edit_grounding_chance": [chance.mean, chance.low, chance.high],
+        "edit_grounding_ratio": mass.mean / chance.mean,
+        "edit_grounding_pointing": [pointing.mean, pointing.low, pointing.high],
+    }
+
+
 def _changed_attribute(true, variant) -> str:
     """Which attribute a one-attribute caption variant changed: colour, shape, size or relation."""
     if true.relation is not None and variant.relation is not None and true.relation != variant.relation:
@@ -253,7 +307,7 @@ def verdicts(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="vae,t2i,edit,clip", help="comma list of vae,t2i,edit,clip")
+    parser.add_argument("--models", default="vae,t2i,edit,clip", help="comma list of vae,t2i,edit,edit-grounding,clip")
     parser.add_argument("--t2i", help="t2i pipeline dir (default: the embedded one); its VAE is the one measured")
     parser.add_argument("--edit", help="edit pipeline dir (default: the embedded one)")
     parser.add_argument("--clip", help="CLIP dir (default: the embedded one)")
@@ -274,13 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             result.update(bench_t2i(_model_dir(args.t2i, "t2i"), args.n, args.steps, args.scale))
         elif name == "edit":
             result.update(bench_edit(_model_dir(args.edit, "edit"), args.n, args.steps, "ip2p"))
+        elif name == "edit-grounding":
+            result.update(bench_edit_grounding(_model_dir(args.edit, "edit"), args.n, args.steps))
         elif name == "clip":
             result.update(bench_clip(_model_dir(args.clip, "clip"), args.n))
         else:
-            print(f"error: unknown model {name!r}; valid: vae, t2i, edit, clip", file=sys.stderr)
+            print(f"error: unknown model {name!r}; valid: vae, t2i, edit, edit-grounding, clip", file=sys.stderr)
             return 2
-        result[f"{name}_seconds"] = round(time.time() - t0, 1)
-        print(json.dumps({k: v for k, v in result.items() if k.startswith(name)}), flush=True)
+        prefix = name.replace("-", "_")
+        result[f"{prefix}_seconds"] = round(time.time() - t0, 1)
+        print(json.dumps({k: v for k, v in result.items() if k.startswith(prefix)}), flush=True)
     result["bars"] = verdicts(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
