@@ -38,6 +38,18 @@ BARS = {  # metric -> (target, "min" or "max")
 }
 
 
+EDIT_CASES = {  # edit kind -> (world task family, kind)
+    "recolour": ("edit", "recolour"),
+    "segment": ("segment", None),
+    "keypoint": ("keypoint", None),
+    "denoise": ("enhance", "denoise"),
+    "remove": ("edit", "remove"),
+    "add": ("edit", "add"),
+    "move": ("edit", "move"),
+    "deblur": ("enhance", "deblur"),
+}
+
+
 def _model_dir(path: str | None, name: str) -> Path:
     from emphasize.models.load import EMBEDDED_DIR
 
@@ -132,7 +144,25 @@ def bench_t2i(pipe_dir: Path, n: int, steps: int | None, scale: float | None) ->
     return result
 
 
-def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
+def bench_edit(
+    pipe_dir: Path,
+    n: int,
+    steps: int | None,
+    *,
+    text_scale: float | None = None,
+    image_scale: float | None = None,
+    tasks: list[str] | None = None,
+    start: int = EVAL_START,
+) -> dict:
+    """Editing bars (ip2p rule) on `n` items per edit kind from world seed `start` on.
+
+    Args:
+        pipe_dir: edit pipeline directory.
+        n: items per kind.
+        steps, text_scale, image_scale: sampling settings (None: the model card's).
+        tasks: the edit kinds to measure (None: all of `EDIT_CASES`).
+        start: first world seed (EVAL_START: the held-out range; a lower range tunes settings without touching it).
+    """
     from diffusers import StableDiffusionInstructPix2PixPipeline
     from PIL import Image
 
@@ -141,29 +171,21 @@ def bench_edit(pipe_dir: Path, n: int, steps: int | None, rule: str) -> dict:
 
     defaults = sampling_defaults(pipe_dir, "edit")
     steps = steps or defaults.get("num_inference_steps", 25)
-    text_scale = defaults.get("guidance_scale", 5.0)
-    image_scale = defaults.get("image_guidance_scale", 1.5)
+    text_scale = text_scale if text_scale is not None else defaults.get("guidance_scale", 5.0)
+    image_scale = image_scale if image_scale is not None else defaults.get("image_guidance_scale", 1.5)
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
         str(pipe_dir), dtype=torch.float32, safety_checker=None
     )
     pipe.set_progress_bar_config(disable=True)
-    result = {"edit_steps": steps, "edit_text_scale": text_scale, "edit_image_scale": image_scale}
-    cases = {
-        "recolour": ("edit", "recolour"),
-        "segment": ("segment", None),
-        "keypoint": ("keypoint", None),
-        "denoise": ("enhance", "denoise"),
-        "remove": ("edit", "remove"),
-        "add": ("edit", "add"),
-        "move": ("edit", "move"),
-        "deblur": ("enhance", "deblur"),
-    }
-    for name, (task, kind) in cases.items():
-        items = [sample_task(task, EVAL_START + i, 64, kind=kind) for i in range(n)]
+    result = {"edit_steps": steps, "edit_text_scale": text_scale, "edit_image_scale": image_scale,
+              "edit_seed_start": start}  # fmt: skip
+    for name in tasks or list(EDIT_CASES):
+        task, kind = EDIT_CASES[name]
+        items = [sample_task(task, start + i, 64, kind=kind) for i in range(n)]
         outputs = []
         for i in range(0, n, 50):
             chunk = items[i : i + 50]
-            generators = [torch.Generator().manual_seed(EVAL_START + i + j) for j in range(len(chunk))]
+            generators = [torch.Generator().manual_seed(start + i + j) for j in range(len(chunk))]
             images = pipe(
                 [it.instruction for it in chunk],
                 image=[Image.fromarray(it.input) for it in chunk],
@@ -214,10 +236,9 @@ def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:
         str(pipe_dir), dtype=torch.float32, safety_checker=None
     )
     pipe.set_progress_bar_config(disable=True)
-    cases = {"recolour": ("edit", "recolour"), "segment": ("segment", None), "keypoint": ("keypoint", None),
-             "remove": ("edit", "remove")}  # fmt: skip
     rows = []
-    for task, kind in cases.values():
+    for name in ("recolour", "segment", "keypoint", "remove"):
+        task, kind = EDIT_CASES[name]
         for i in range(n):
             item = sample_task(task, EVAL_START + i, 64, kind=kind)
             phrase = edit_phrase(item)
@@ -314,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="held-out items per measurement")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model card's)")
     parser.add_argument("--scale", type=float, help="t2i CFG scale (default: the model card's)")
+    parser.add_argument("--edit-text-scale", type=float, help="edit s_T (default: the model card's)")
+    parser.add_argument("--edit-image-scale", type=float, help="edit s_I (default: the model card's)")
+    parser.add_argument("--edit-tasks", help=f"comma list of edit kinds (default: all of {','.join(EDIT_CASES)})")
+    parser.add_argument("--start", type=int, default=EVAL_START,
+                        help="first world seed of the edit items (default 10^9, held out; tune below it)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="runs/bench_world_models.json", help="JSON of the results")
     args = parser.parse_args(argv)
@@ -327,7 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "t2i":
             result.update(bench_t2i(_model_dir(args.t2i, "t2i"), args.n, args.steps, args.scale))
         elif name == "edit":
-            result.update(bench_edit(_model_dir(args.edit, "edit"), args.n, args.steps, "ip2p"))
+            tasks = args.edit_tasks.split(",") if args.edit_tasks else None
+            unknown = sorted(set(tasks or []) - set(EDIT_CASES))
+            if unknown:
+                print(f"error: unknown edit task {unknown[0]!r}; valid: {', '.join(EDIT_CASES)}", file=sys.stderr)
+                return 2
+            scales = dict(text_scale=args.edit_text_scale, image_scale=args.edit_image_scale)
+            result.update(bench_edit(_model_dir(args.edit, "edit"), args.n, args.steps, **scales, tasks=tasks,
+                                     start=args.start))  # fmt: skip
         elif name == "edit-grounding":
             result.update(bench_edit_grounding(_model_dir(args.edit, "edit"), args.n, args.steps))
         elif name == "clip":
