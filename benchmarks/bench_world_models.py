@@ -144,6 +144,21 @@ def bench_t2i(pipe_dir: Path, n: int, steps: int | None, scale: float | None) ->
     return result
 
 
+def _edit_pipeline(pipe_dir: Path, steps: int | None, text_scale: float | None, image_scale: float | None):
+    """The edit pipeline (float32, no progress bar) and its sampling settings: the given ones, else the card's."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    defaults = sampling_defaults(pipe_dir, "edit")
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        str(pipe_dir), dtype=torch.float32, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    steps = steps or defaults.get("num_inference_steps", 25)
+    text_scale = text_scale if text_scale is not None else defaults.get("guidance_scale", 5.0)
+    image_scale = image_scale if image_scale is not None else defaults.get("image_guidance_scale", 1.5)
+    return pipe, steps, text_scale, image_scale
+
+
 def bench_edit(
     pipe_dir: Path,
     n: int,
@@ -163,20 +178,12 @@ def bench_edit(
         tasks: the edit kinds to measure (None: all of `EDIT_CASES`).
         start: first world seed (EVAL_START: the held-out range; a lower range tunes settings without touching it).
     """
-    from diffusers import StableDiffusionInstructPix2PixPipeline
     from PIL import Image
 
     from emphasize.world import sample_task, task_metrics
     from emphasize.world.metrics import psnr
 
-    defaults = sampling_defaults(pipe_dir, "edit")
-    steps = steps or defaults.get("num_inference_steps", 25)
-    text_scale = text_scale if text_scale is not None else defaults.get("guidance_scale", 5.0)
-    image_scale = image_scale if image_scale is not None else defaults.get("image_guidance_scale", 1.5)
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-        str(pipe_dir), dtype=torch.float32, safety_checker=None
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe, steps, text_scale, image_scale = _edit_pipeline(pipe_dir, steps, text_scale, image_scale)
     result = {"edit_steps": steps, "edit_text_scale": text_scale, "edit_image_scale": image_scale,
               "edit_seed_start": start}  # fmt: skip
     for name in tasks or list(EDIT_CASES):
@@ -220,7 +227,6 @@ def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:
     """Grounding of the instruction's referring words (as for text-to-image): the share of their cross-attention
     mass (all levels averaged, captured over the whole plain edit) inside the referred object's mask, the mask's area
     share (chance) and the pointing game, over recolour, segment, keypoint and remove items; 95% CIs over items."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
     from PIL import Image
 
     from emphasize.api import edit
@@ -231,13 +237,10 @@ def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:
     from emphasize.train.grounding import edit_phrase
     from emphasize.world import sample_task
 
-    defaults = sampling_defaults(pipe_dir, "edit")
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-        str(pipe_dir), dtype=torch.float32, safety_checker=None
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe, steps, text_scale, image_scale = _edit_pipeline(pipe_dir, steps, None, None)
     rows = []
     for name in ("recolour", "segment", "keypoint", "remove"):
+        print(f"edit-grounding: {name}, {n} items", file=sys.stderr, flush=True)
         task, kind = EDIT_CASES[name]
         for i in range(n):
             item = sample_task(task, EVAL_START + i, 64, kind=kind)
@@ -248,10 +251,7 @@ def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:
             text = item.instruction
             prompt = WeightedPrompt(text, (WeightedSpan(start, end, 1.0, text[start:end]),))
             sampling = EditSamplingConfig(
-                steps=steps or defaults.get("num_inference_steps", 25),
-                text_scale=defaults.get("guidance_scale", 5.0),
-                image_scale=defaults.get("image_guidance_scale", 1.5),
-                seed=EVAL_START + i,
+                steps=steps, text_scale=text_scale, image_scale=image_scale, seed=EVAL_START + i
             )
             result = edit(pipe, Image.fromarray(item.input), prompt, method="plain", sampling=sampling)
             inside, _, chance, pointing = map_grounding(result.heatmaps[0], mask)
