@@ -98,6 +98,18 @@ def register(subparsers) -> argparse.ArgumentParser:
                 type=_positive_int,
                 help="attention level (latent downsampling factor) the methods should guide, for the model card",
             )
+        if name == "edit":
+            p.add_argument(
+                "--kind-weights",
+                help="instruction kinds' shares of the training items, e.g. recolour=3,segment=3,remove=2,denoise=1 "
+                "(kinds not named never appear; default: the four families uniformly)",
+            )
+            p.add_argument(
+                "--grounding-words",
+                action="store_true",
+                default=None,
+                help="with --grounding-weight: ground each word of the referring phrase on its own too",
+            )
         if name == "vae":
             p.add_argument("--size", type=_positive_int, default=64, help="image side in px (default 64)")
         p.set_defaults(func=run)
@@ -123,7 +135,12 @@ def _overrides(args) -> dict:
         "pad_dropout": getattr(args, "pad_dropout", None),
         "pad_invariance": getattr(args, "pad_invariance", None),
         "attention_factor": getattr(args, "attention_factor", None),
+        "grounding_words": getattr(args, "grounding_words", None),
     }
+    if getattr(args, "kind_weights", None) is not None:
+        from emphasize.train.edit import parse_kind_weights
+
+        values["kind_weights"] = parse_kind_weights(args.kind_weights)
     if getattr(args, "size", None) is not None and args.recipe == "vae":
         values["image_size"] = args.size
     return {k: v for k, v in values.items() if v is not None}

@@ -32,6 +32,32 @@ _tokenizer = functools.cache(load_clip_tokenizer)  # built once per process
 FAMILIES = ("segment", "keypoint", "edit", "enhance")
 
 
+def family_of(kind: str) -> str:
+    """The world task family of an instruction kind ("recolour" -> "edit")."""
+    from emphasize.world.tasks import KINDS
+
+    for family, kinds in KINDS.items():
+        if kind in kinds:
+            return family
+    valid = ", ".join(k for kinds in KINDS.values() for k in kinds)
+    raise ValueError(f"unknown instruction kind {kind!r}; valid: {valid}")
+
+
+def parse_kind_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """`"recolour=3,segment=2"` -> `(("recolour", 3.0), ("segment", 2.0))`; ValueError naming a bad entry."""
+    pairs = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        name, sep, value = entry.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"kind weight {entry!r} is not KIND=WEIGHT with a finite weight >= 0")
+        pairs.append((name.strip(), weight))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class EditConfig(DiffusionConfig):
     steps: int = 1500  # optimizer steps
@@ -40,9 +66,20 @@ class EditConfig(DiffusionConfig):
     sample_steps: int = 25  # default DDIM steps recorded in the model card
     guidance_scale: float = 5.0  # default text guidance scale recorded in the model card
     image_guidance_scale: float = 1.5  # default image guidance scale recorded in the model card
+    # (kind, weight) pairs: each item's instruction kind is drawn in proportion to these (kinds not named never
+    # appear); empty: the four families uniformly, then their kinds uniformly (the recipe of the shipped models)
+    kind_weights: tuple[tuple[str, float], ...] = ()
+    grounding_words: bool = False  # also ground each word of the referring phrase on its own (not only the phrase)
 
     def __post_init__(self):
         super().__post_init__()
+        object.__setattr__(self, "kind_weights", tuple((str(k), float(w)) for k, w in self.kind_weights))
+        for kind, weight in self.kind_weights:
+            family_of(kind)
+            if not 0 <= weight < float("inf"):
+                raise ValueError(f"kind_weights: {kind}={weight} is out of range; valid: a finite weight >= 0")
+        if self.kind_weights and sum(w for _, w in self.kind_weights) <= 0:
+            raise ValueError(f"kind_weights={self.kind_weights}: at least one weight must be > 0")
         if self.text_dropout < 0 or self.image_dropout < 0 or self.text_dropout + self.image_dropout >= 1:
             raise ValueError(
                 f"text_dropout={self.text_dropout}, image_dropout={self.image_dropout}: each must be "
@@ -50,14 +87,26 @@ class EditConfig(DiffusionConfig):
             )
 
 
-def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
-    """Step `step`'s scaled target latents, unscaled input latents (dropped to zeros) and instructions."""
+def training_item(config: EditConfig, s: int):
+    """The world instruction task of training seed `s`: its kind drawn from `config.kind_weights` (a draw of its
+    own from `s`), or its family `s mod 4` and then a random kind of it when no weights are given."""
+    import numpy as np
+
     from emphasize.world import sample_task
 
-    items = []
-    for i in range(config.batch_size):
-        s = train_seed(config.seed, step * config.batch_size + i)
-        items.append(sample_task(FAMILIES[s % len(FAMILIES)], s, config.image_size))
+    if not config.kind_weights:
+        return sample_task(FAMILIES[s % len(FAMILIES)], s, config.image_size)
+    kinds = [k for k, _ in config.kind_weights]
+    weights = np.array([w for _, w in config.kind_weights])
+    kind = kinds[int(np.random.default_rng([s, 5]).choice(len(kinds), p=weights / weights.sum()))]
+    return sample_task(family_of(kind), s, config.image_size, kind=kind)
+
+
+def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
+    """Step `step`'s scaled target latents, unscaled input latents (dropped to zeros) and instructions."""
+    items = [
+        training_item(config, train_seed(config.seed, step * config.batch_size + i)) for i in range(config.batch_size)
+    ]
     device = next(vae.parameters()).device
     target = encode_images(vae, images_to_tensor([it.target for it in items]).to(device)) * vae.config.scaling_factor
     cond = encode_images(vae, images_to_tensor([it.input for it in items]).to(device))
@@ -68,7 +117,9 @@ def edit_batch(vae, config: EditConfig, step: int, generator: torch.Generator):
     prompts = ["" if d else it.instruction for it, d in zip(items, drop_text.tolist(), strict=True)]
     grounding = None
     if config.grounding_weight > 0:
-        grounding = world_edit_grounding_targets(items, prompts, _tokenizer(), MAX_LENGTH)
+        grounding = world_edit_grounding_targets(
+            items, prompts, _tokenizer(), MAX_LENGTH, words=config.grounding_words
+        )
     return DiffusionBatch(target, cond, prompts, grounding)
 
 

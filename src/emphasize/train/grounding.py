@@ -109,29 +109,52 @@ def edit_phrase(item) -> tuple[tuple[int, int], object] | None:
     return ((start, start + len(words)), mask) if start >= 0 else None
 
 
-def world_edit_grounding_targets(items, prompts: Sequence[str], tokenizer, length: int) -> GroundingTargets:
-    """Grounding targets of world instruction tasks: one phrase per item (its referring words), none for
-    enhance tasks and dropped instructions.
+def world_edit_grounding_targets(
+    items, prompts: Sequence[str], tokenizer, length: int, *, words: bool = False
+) -> GroundingTargets:
+    """Grounding targets of world instruction tasks: per item its referring phrase (and with `words` each word of
+    it as a phrase of its own, all on the same mask); none for enhance tasks and dropped instructions.
+
+    Grounding the words one by one asks the discriminating word (`left` in `the left circle`) to attend to the
+    referred object rather than to every object its noun names, which the phrase's summed attention does not.
 
     Args:
         items: `emphasize.world.TaskItem`s.
         prompts: the instructions the UNet sees ("" where dropped).
         tokenizer: the pipeline's fast tokenizer.
         length: padded sequence length (77).
+        words: add one phrase per word of the referring phrase.
     """
     size = items[0].size
-    tokens = torch.zeros(len(items), 1, length)
-    masks = torch.zeros(len(items), 1, size, size)
-    valid = torch.zeros(len(items), 1, dtype=torch.bool)
-    for b, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
-        phrase = edit_phrase(item) if prompt == item.instruction else None
+    found = [
+        edit_phrase(item) if prompt == item.instruction else None for item, prompt in zip(items, prompts, strict=True)
+    ]
+    spans = []  # per item: the character spans to ground (the phrase first, then its words)
+    for item, phrase in zip(items, found, strict=True):
         if phrase is None:
+            spans.append([])
             continue
-        (where,) = phrase_tokens(tokenizer, item.instruction, [phrase[0]], length)
-        if where:
-            tokens[b, 0, where] = 1.0
-            masks[b, 0] = torch.from_numpy(phrase[1].astype("float32"))
-            valid[b, 0] = True
+        (start, end), _ = phrase
+        parts = [(start, end)]
+        if words and " " in item.instruction[start:end]:
+            offset = start
+            for word in item.instruction[start:end].split(" "):
+                parts.append((offset, offset + len(word)))
+                offset += len(word) + 1
+        spans.append(parts)
+    k_max = max(1, max(len(p) for p in spans))
+    tokens = torch.zeros(len(items), k_max, length)
+    masks = torch.zeros(len(items), k_max, size, size)
+    valid = torch.zeros(len(items), k_max, dtype=torch.bool)
+    for b, (item, phrase, parts) in enumerate(zip(items, found, spans, strict=True)):
+        if not parts:
+            continue
+        mask = torch.from_numpy(phrase[1].astype("float32"))
+        for k, where in enumerate(phrase_tokens(tokenizer, item.instruction, parts, length)):
+            if where:
+                tokens[b, k, where] = 1.0
+                masks[b, k] = mask
+                valid[b, k] = True
     return GroundingTargets(tokens, masks, valid)
 
 
