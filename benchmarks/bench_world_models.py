@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from emphasize.models.load import sampling_defaults
+from emphasize.world.referring import REFER_KINDS
 
 EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
 BARS = {  # metric -> (target, "min" or "max")
@@ -205,6 +206,8 @@ def bench_edit(
             outputs.extend((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
         rows = [task_metrics(it, out) for it, out in zip(items, outputs, strict=True)]
         result[f"edit_{name}_success"] = float(np.mean([r["success"] for r in rows]))
+        if name in REFER_KINDS:
+            result.update(wrong_object(name, items, outputs))
         result[f"edit_{name}_psnr"] = float(np.mean([r["psnr"] for r in rows]))
         if name == "segment":
             result["edit_segment_iou"] = float(np.mean([r["mask_iou"] for r in rows]))
@@ -221,6 +224,24 @@ def bench_edit(
             gain = [psnr(out, it.target) - psnr(it.input, it.target) for it, out in zip(items, outputs, strict=True)]
             result["edit_denoise_psnr_gain"] = float(np.mean(gain))
     return result
+
+
+def wrong_object(name: str, items: list, outputs: list) -> dict:
+    """Of the items whose scene holds more than the referred object, the share where the edit landed on the
+    referred object alone and the share where it landed on another object (`world.referring.task_landing`)."""
+    from emphasize.world.referring import task_landing
+
+    landed = []
+    for item, out in zip(items, outputs, strict=True):
+        others = [j for j in range(len(item.scene.objects)) if j != item.edit.target]
+        if others:
+            landed.append([task_landing(item, j, out)["landed"] for j in others])
+    n = len(landed)
+    return {
+        f"edit_{name}_multi_object_items": n,
+        f"edit_{name}_on_referred_only": sum(all(x == "referred" for x in ls) for ls in landed) / max(n, 1),
+        f"edit_{name}_on_other_object": sum(any(x in ("distractor", "both") for x in ls) for ls in landed) / max(n, 1),
+    }
 
 
 def bench_edit_grounding(pipe_dir: Path, n: int, steps: int | None) -> dict:

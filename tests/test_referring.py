@@ -69,6 +69,20 @@ def test_landing_tells_referred_distractor_and_nowhere_apart(item):
     assert wrong["landed"] == "distractor" and wrong["on_distractor"] == 1 and wrong["on_referred"] == 0
 
 
+def test_task_landing_on_a_standard_task_against_each_other_object():
+    from emphasize.world import sample_task
+    from emphasize.world.referring import task_landing
+
+    task = next(t for s in range(10**9, 10**9 + 200) if len((t := sample_task("segment", s)).scene.objects) == 3)
+    others = [j for j in range(3) if j != task.edit.target]
+    assert [task_landing(task, j, task.target)["landed"] for j in others] == ["referred", "referred"]
+    masks = object_masks(task.scene, task.size)
+    wrong = blend_mask(task.input, masks[others[1]], task.edit.colour, task.edit.strength)
+    assert [task_landing(task, j, wrong)["landed"] for j in others] == ["nowhere", "distractor"]
+    with pytest.raises(ValueError, match="'denoise'"):
+        task_landing(sample_task("enhance", 0, kind="denoise"), 0, task.target)
+
+
 def test_items_are_pure_functions_of_their_seed_and_bad_values_are_named():
     a, b = sample_referring(7, kind="keypoint"), sample_referring(7, kind="keypoint")
     assert a.task.instruction == b.task.instruction and np.array_equal(a.task.input, b.task.input)

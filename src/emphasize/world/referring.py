@@ -166,8 +166,8 @@ def _keypoint_of(scene: Scene, index: int, name: str, size: int) -> tuple[float,
 def landing(item: ReferringItem, output, config: MetricConfig | None = None) -> dict:
     """Where the edit of `output` went, and the task's metrics against the referred object.
 
-    Returns a dict with `landed` ("referred", "distractor" or "nowhere"), `on_referred` / `on_distractor` (0/1),
-    the per-object evidence (`iou_referred`/`iou_distractor`, `error_referred`/`error_distractor` in px, or
+    Returns a dict with `landed` ("referred", "distractor", "both" or "nowhere"), `on_referred` / `on_distractor`
+    (0/1), the per-object evidence (`iou_referred`/`iou_distractor`, `error_referred`/`error_distractor` in px, or
     `recoloured_referred`/`recoloured_distractor`), and `task_metrics`' keys (success, mask_iou, keypoint_error,
     preservation_psnr, psnr, ssim).
 
@@ -176,11 +176,26 @@ def landing(item: ReferringItem, output, config: MetricConfig | None = None) -> 
         output: the model's RGB output, the item's size.
         config (`MetricConfig`, *optional*): tolerances.
     """
+    return task_landing(item.task, item.distractor, output, config)
+
+
+def task_landing(task: TaskItem, other: int, output, config: MetricConfig | None = None) -> dict:
+    """`landing` for any segment, keypoint or recolour task: was the edit applied to the referred object
+    (`task.edit.target`) or to the object `other` of the input scene?
+
+    Args:
+        task (`TaskItem`): a segment, keypoint or recolour task.
+        other (`int`): index in `task.scene.objects` of the object to test against the referred one.
+        output: the model's RGB output, the task's size.
+        config (`MetricConfig`, *optional*): tolerances.
+    """
     config = config or MetricConfig()
-    task, out = item.task, as_rgb(output)
+    out = as_rgb(output)
     row = task_metrics(task, out, config)
     size, edit = task.size, task.edit
-    t, d = item.target, item.distractor
+    if edit.kind not in REFER_KINDS:
+        raise ValueError(f"landing is defined for {', '.join(REFER_KINDS)} tasks, not {edit.kind!r}")
+    t, d = edit.target, other
     if edit.kind == "segment":
         pred = overlay_mask(out, task.input, edit.colour, float(edit.strength), config.min_contrast)
         masks = object_masks(task.scene, size)
