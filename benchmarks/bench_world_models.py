@@ -6,10 +6,11 @@
 
 Bars: VAE reconstruction PSNR >= 30 dB; t2i single-object prompts with shape and colour right >= 90% (default DDIM
 steps and CFG from the model card); two/three-object all-present rate and binding reported; editing: recolour
-success >= 80%, segmentation mask IoU >= 0.6, keypoint error <= 4 px, denoise PSNR gain >= 6 dB; world CLIP top-1
-among 10 captions differing in one attribute >= 90%. `edit-grounding` (not in the default list) measures how much of
-the referring words' cross-attention lies on the referred object while editing, against chance. Writes a JSON of
-every number (--out).
+success >= 60%, segmentation mask IoU >= 0.6, keypoint error <= 6 px with the ring found >= 90%, remove success
+>= 60%, denoise PSNR gain >= 6 dB (with, for recolour, segment and keypoint, where the edit landed when the scene
+holds other objects); world CLIP top-1 among 10 captions differing in one attribute >= 90%. `edit-grounding` (not in
+the default list) measures how much of the referring words' cross-attention lies on the referred object while
+editing, against chance. Writes a JSON of every number (--out).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ EVAL_START = 10**9  # held-out world seeds (training uses seeds < 10^8)
 BARS = {  # metric -> (target, "min" or "max")
     "vae_psnr": (30.0, "min"),
     "t2i_single_shape_colour": (0.90, "min"),
-    "edit_recolour_success": (0.80, "min"),
+    # editing: the bars of issue 12 (the first issue's 80% recolour and 4 px keypoints were lowered there)
+    "edit_recolour_success": (0.60, "min"),
     "edit_segment_iou": (0.60, "min"),
-    "edit_keypoint_error_px": (4.0, "max"),
+    "edit_keypoint_error_px": (6.0, "max"),
+    "edit_keypoint_found": (0.90, "min"),
+    "edit_remove_success": (0.60, "min"),
     "edit_denoise_psnr_gain": (6.0, "min"),
     "clip_top1_of_10": (0.90, "min"),
 }
