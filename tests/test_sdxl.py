@@ -453,11 +453,14 @@ def test_a_saved_directory_loads_and_samples_as_the_original(sdxl, sdxl_dir):
     pipe = load_pipeline(str(sdxl_dir), "t2i")
     assert type(pipe) is StableDiffusionXLPipeline and pipe.tokenizer_2.pad_token == "!"
     assert_same_weights(pipe, sdxl)
+    # equal weights (asserted exactly above); the loaded text projection rounds differently in the last bit (4e-7 on
+    # the pooled embedding, weights read from a memory-mapped file), which this random tiny UNet's added-condition
+    # path amplifies to about 2e-4 on the latents after 4 Euler steps on some CPUs, plain and guided alike
+    plain = [api.generate(p, "a red circle", method="plain", sampling=FAST).latents for p in (pipe, sdxl)]
+    torch.testing.assert_close(*plain, rtol=1e-3, atol=1e-3)
     a = api.generate(pipe, "a (red:2) circle", sampling=FAST)
     b = api.generate(sdxl, "a (red:2) circle", sampling=FAST)
-    # equal weights; the loaded text projection rounds differently in the last bit (2e-7 on the pooled embedding,
-    # weights read from a memory-mapped file), so the comparison has a tolerance
-    torch.testing.assert_close(a.latents, b.latents, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.latents, b.latents, rtol=1e-3, atol=1e-3)
     assert a.report["words"][0]["tokens"] == b.report["words"][0]["tokens"] == [2]
     with pytest.raises(ModelLoadError, match=r"a StableDiffusionXLPipeline directory .*instruction-editing supports"):
         load_pipeline(str(sdxl_dir), "edit")
