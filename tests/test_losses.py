@@ -145,3 +145,33 @@ def test_smoothing_maps_too_small_to_reflect():
     one = torch.full((2, 1, 1), 0.3)
     assert torch.allclose(smooth_maps(one), one)  # a 1x1 map is its own (replicated) neighbourhood
     assert smooth_maps(torch.rand(1, 1, 5)).shape == (1, 1, 5)
+
+
+def test_spatial_entropy_is_one_for_uniform_and_zero_for_one_pixel():
+    from emphasize.losses import spatial_entropy
+
+    one = torch.zeros(1, 1, 4, 4)
+    one[0, 0, 2, 1] = 0.7
+    values = spatial_entropy(torch.cat([torch.full((1, 1, 4, 4), 0.3), one], dim=1))
+    torch.testing.assert_close(values, torch.tensor([[1.0, 0.0]]), rtol=0, atol=1e-5)
+    assert spatial_entropy(torch.ones(2, 3, 1, 1)).eq(0).all()
+
+
+def test_focus_term_prefers_one_object_over_two_with_the_same_peak():
+    # the word owns a 3x3 object (the peak) and, in `spread`, as much again of a second object
+    obj_a = [(y, x) for y in range(0, 3) for x in range(0, 3)]
+    obj_b = [(y, x) for y in range(4, 7) for x in range(4, 7)]
+    one = one_hot_maps(7, 7, 8, {1: obj_a})
+    two = one_hot_maps(7, 7, 8, {1: obj_a + obj_b})
+    groups, w = [(1,)], torch.tensor([2.0])
+    focused = AttentionLossConfig(prominence=0.0, focus=1.0)
+    assert importance_loss(one, groups, w, 5, focused).loss < importance_loss(two, groups, w, 5, focused).loss
+    # the default loss (prominence, no focus) prefers the word on both objects: it claims more of the image
+    assert importance_loss(one, groups, w, 5, CFG).loss > importance_loss(two, groups, w, 5, CFG).loss
+    # light words are unaffected by focus
+    light = torch.tensor([0.5])
+    torch.testing.assert_close(
+        importance_loss(two, groups, light, 5, focused).loss, importance_loss(two, groups, light, 5, CFG).loss
+    )
+    with pytest.raises(ValueError, match="focus"):
+        AttentionLossConfig(focus=-1.0)

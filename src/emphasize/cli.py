@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance: weight of the attention-mass term (default: the method's, 1)",
     )
     p.add_argument(
+        "--focus",
+        type=float,
+        default=None,
+        help="importance: weight of the focus term, the spatial entropy of a heavy word's attention (default: 0)",
+    )
+    p.add_argument(
         "--subject-tokens",
         choices=("all", "last"),
         default=None,
@@ -767,7 +773,7 @@ def cmd_bench_quality(args) -> int:
         suite=args.suite, methods=methods, seeds=args.seeds, prompts=args.prompts, offset=args.offset,
         weight=args.weight, model=args.model, clip=args.clip, steps=args.steps, guidance_scale=args.guidance_scale,
         attention_factor=args.attention_factor, scale_factor=args.scale_factor, softmax_over=args.softmax_over,
-        prominence=args.prominence, subject_tokens=args.subject_tokens,
+        prominence=args.prominence, focus=args.focus, subject_tokens=args.subject_tokens,
         opt_steps=args.opt_steps, opt_sampling_steps=args.opt_sampling_steps, guidance_rule=args.guidance_rule,
     )  # fmt: skip
     out = Path(args.out)

@@ -7,6 +7,7 @@ text positions, SOT at 0). Token groups are tuples of text positions (a word's B
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ class AttentionLossConfig:
     kernel_size: int = 3  # smoothing kernel size (A&E: 3)
     sigma: float = 0.5  # smoothing sigma as A&E writes it (its kernel is exp(-((x-mu)/(2 sigma))^2))
     prominence: float = 1.0  # importance loss: weight of the attention-mass term of heavy groups (0: peak only)
+    focus: float = 0.0  # importance loss: weight of the focus term of heavy groups (spatial entropy; 0: off)
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0):
@@ -34,6 +36,8 @@ class AttentionLossConfig:
             raise ValueError(f"sigma={self.sigma} must be > 0")
         if not 0 <= self.prominence <= 10:
             raise ValueError(f"prominence={self.prominence} must be in [0, 10]")
+        if not 0 <= self.focus <= 10:
+            raise ValueError(f"focus={self.focus} must be in [0, 10]")
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,19 @@ def group_maps(soft: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Ten
     return torch.stack(columns, dim=1)
 
 
-def _peaks_and_masses(
+def spatial_entropy(grouped: torch.Tensor) -> torch.Tensor:
+    """Entropy of each `(B, G, h, w)` map normalised to a distribution over pixels, divided by log(h w): 1 for a
+    uniform map, 0 for one pixel -> `(B, G)` (0 for a 1x1 map)."""
+    p = grouped.flatten(2)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    pixels = p.shape[-1]
+    return entropy / math.log(pixels) if pixels > 1 else torch.zeros_like(entropy)
+
+
+def _group_stats(
     maps: torch.Tensor, groups: Sequence[Sequence[int]], num_tokens: int, config: AttentionLossConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     for group in groups:
         if not group or min(group) < 1 or max(group) >= maps.shape[-1] - (config.softmax_over == "all"):
             raise ValueError(f"token group {tuple(group)} is outside the text positions 1..{maps.shape[-1] - 2}")
@@ -102,7 +116,7 @@ def _peaks_and_masses(
         smoothed = smooth_maps(grouped.reshape(b * g, h, w), config.kernel_size, config.sigma).reshape(b, g, h, w)
     peaks = smoothed.flatten(2).amax(-1)  # (B, G)
     masses = grouped.flatten(2).mean(-1)  # (B, G)
-    return peaks, masses
+    return peaks, masses, grouped
 
 
 def attend_excite_loss(
@@ -116,7 +130,7 @@ def attend_excite_loss(
 
     `weights` are ignored (A&E has none); each group is one subject token.
     """
-    peaks, masses = _peaks_and_masses(maps, groups, num_tokens, config)
+    peaks, masses, _ = _group_stats(maps, groups, num_tokens, config)
     loss = torch.relu(1 - peaks).amax(dim=1)
     return LossOutput(loss=loss, peaks=peaks, masses=masses)
 
@@ -130,20 +144,26 @@ def importance_loss(
 ) -> LossOutput:
     """DynamicImportance loss (our design; the paper publishes none):
 
-        L = sum_{g: w_g > 1} (w_g - 1) * [max(0, 1 - m_g) + rho * (1 - mu_g)]  +  sum_{g: w_g < 1} (1 - w_g) * mu_g
+        L = sum_{g: w_g > 1} (w_g - 1) * [max(0, 1 - m_g) + rho * (1 - mu_g) + phi * H_g]
+            + sum_{g: w_g < 1} (1 - w_g) * mu_g
 
     with `m_g = max_ij G(sum_{t in g} A'_t)` the peak of the group's smoothed, token-softmaxed attention (A&E's
     excitation quantity, for a whole word or phrase), `mu_g = mean_ij sum_{t in g} A'_t` the group's share of the
-    image's attention, and `rho` = `config.prominence`. Heavy groups (w > 1) are excited until some patch attends
-    to them fully (presence, as A&E) and their share of the image grows (prominence); light groups (w < 1) have
-    their attention drained everywhere; w = 1 contributes nothing. L = 0 exactly when heavy groups own every
-    pixel and light groups none; the pull on each group grows linearly with its distance from 1.
+    image's attention, `H_g` the normalised spatial entropy of that map (`spatial_entropy`), `rho` =
+    `config.prominence` and `phi` = `config.focus`. Heavy groups (w > 1) are excited until some patch attends to
+    them fully (presence, as A&E), their share of the image grows (prominence) and, with `phi > 0`, their attention
+    gathers where it already is (focus: for a word that should pick one object out of several, as a referring
+    word of an edit instruction, rather than claim the whole image); light groups (w < 1) have their attention
+    drained everywhere; w = 1 contributes nothing. The pull on each group grows linearly with its distance from 1.
     """
-    peaks, masses = _peaks_and_masses(maps, groups, num_tokens, config)
+    peaks, masses, grouped = _group_stats(maps, groups, num_tokens, config)
     w = weights.to(peaks)
     excite = torch.clamp(w - 1, min=0)  # (G,)
     suppress = torch.clamp(1 - w, min=0)  # (G,)
-    loss = (excite * (torch.relu(1 - peaks) + config.prominence * (1 - masses))).sum(dim=1)
+    heavy = torch.relu(1 - peaks) + config.prominence * (1 - masses)
+    if config.focus > 0:
+        heavy = heavy + config.focus * spatial_entropy(grouped)
+    loss = (excite * heavy).sum(dim=1)
     loss = loss + (suppress * masses).sum(dim=1)
     return LossOutput(loss=loss, peaks=peaks, masses=masses)
 

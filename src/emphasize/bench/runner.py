@@ -53,6 +53,7 @@ class QualityConfig:
     scale_factor: float | None = None  # attend-excite/importance step size alpha_0; None: the method's default (20)
     softmax_over: str | None = None  # attend-excite/importance token softmax, "all" or "prompt"; None: default
     prominence: float | None = None  # importance: weight of the attention-mass term; None: its default (1)
+    focus: float | None = None  # importance: weight of the focus (spatial entropy) term; None: its default (0)
     subject_tokens: str | None = None  # attend-excite: "all" or "last" token of each marked phrase; None: default
     opt_steps: int = 10  # SGOOL/DOODL optimisation steps
     opt_sampling_steps: int = 10  # SGOOL/DOODL EDICT chain steps
@@ -86,6 +87,10 @@ class QualityConfig:
             raise ValueError(f"softmax_over={self.softmax_over!r} must be 'all' or 'prompt'")
         if self.scale_factor is not None and not (np.isfinite(self.scale_factor) and self.scale_factor >= 0):
             raise ValueError(f"scale_factor={self.scale_factor} must be a finite number >= 0")
+        for name in ("prominence", "focus"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and 0 <= value <= 10):
+                raise ValueError(f"{name}={value} must be in [0, 10]")
         for name in ("opt_steps", "opt_sampling_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -194,6 +199,8 @@ def method_config(method: str, config: QualityConfig, card: dict):
         method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, softmax_over=config.softmax_over))
     if config.prominence is not None and method == "importance":
         method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, prominence=config.prominence))
+    if config.focus is not None and method == "importance":
+        method_cfg = replace(method_cfg, loss=replace(method_cfg.loss, focus=config.focus))
     if config.subject_tokens is not None and method == "attend-excite":
         method_cfg = replace(method_cfg, subject_tokens=config.subject_tokens)
     return method_cfg
