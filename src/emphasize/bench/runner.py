@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from emphasize.bench.suites import EDIT_SUITES, SUITES, SuiteItem, load_suite
+from emphasize.losses import AttentionLossConfig
 from emphasize.methods import get_method, method_names
 
 SEED_STRIDE = 1000  # seed s of item k is EVAL_START + SEED_STRIDE * k + s (as the earlier world benchmarks)
@@ -87,10 +88,9 @@ class QualityConfig:
             raise ValueError(f"softmax_over={self.softmax_over!r} must be 'all' or 'prompt'")
         if self.scale_factor is not None and not (np.isfinite(self.scale_factor) and self.scale_factor >= 0):
             raise ValueError(f"scale_factor={self.scale_factor} must be a finite number >= 0")
-        for name in ("prominence", "focus"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and 0 <= value <= 10):
-                raise ValueError(f"{name}={value} must be in [0, 10]")
+        # the loss config owns the ranges of its knobs; building one checks them before any model is loaded
+        loss_knobs = {name: getattr(self, name) for name in ("prominence", "focus") if getattr(self, name) is not None}
+        AttentionLossConfig(**loss_knobs)
         for name in ("opt_steps", "opt_sampling_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
