@@ -154,3 +154,28 @@ def test_the_guidance_rule_reaches_the_edit_suites_and_is_checked(tmp_path):
         (row,) = read_rows(tmp_path / rule)
         images[rule] = np.asarray(Image.open(tmp_path / rule / row["image"]), dtype=np.int16)
     assert np.abs(images["ip2p"] - images["instructdiffusion"]).mean() > 0.5
+
+
+def test_refer_pairs_counts_edits_moved_onto_and_off_the_referred_object():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "refer_pairs.py"
+    spec = importlib.util.spec_from_file_location("refer_pairs", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(method, index, seed, category, on):
+        return {"suite": "world-refer", "method": method, "index": index, "seed": seed, "category": category,
+                "metrics": {"on_referred": on, "landed": "referred" if on else "nowhere"}}  # fmt: skip
+
+    # (plain, importance) landings: on->off, off->on, on->on, off->off; one importance row has no plain pair
+    cases = [("recolour/size", 1, 0), ("recolour/size", 0, 1), ("segment/position", 1, 1), ("segment/position", 0, 0)]
+    rows = [row("plain", i, 7, cat, p) for i, (cat, p, _) in enumerate(cases)]
+    rows += [row("importance", i, 7, cat, q) for i, (cat, _, q) in enumerate(cases)]
+    rows.append(row("importance", 9, 7, "recolour/size", 1))
+    result = module.landing_pairs(rows, "importance")
+    assert (result["pairs"], result["moved_on"], result["moved_off"]) == (4, 1, 1)
+    assert result["moves"] == {("nowhere", "referred"): 1, ("referred", "nowhere"): 1}
+    assert result["per_discriminator"] == {"position": (2, 0.5, 0.0), "size": (2, 0.5, 0.0)}
+    assert module.landing_pairs(rows, "attend-excite")["pairs"] == 0
